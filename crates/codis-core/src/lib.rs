@@ -6,6 +6,7 @@
 //! xauth derivations used to authenticate admin calls.
 
 pub mod auth;
+pub mod clock;
 pub mod json;
 pub mod models;
 pub mod product;

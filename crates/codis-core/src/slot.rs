@@ -9,10 +9,10 @@ pub const MAX_SLOT_NUM: usize = 1024;
 /// Cluster, an empty tag (`a{}b`) *is* a tag: it hashes the empty string (slot 0).
 /// Without a complete tag the whole key is hashed.
 pub fn hash_tag(key: &[u8]) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
-            return &key[open + 1..open + 1 + len];
-        }
+    if let Some(open) = key.iter().position(|&b| b == b'{')
+        && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
+    {
+        return &key[open + 1..open + 1 + len];
     }
     key
 }

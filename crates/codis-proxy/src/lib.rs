@@ -1,1 +1,21 @@
+//! codis-proxy: a stateless RESP proxy in front of groups of redis servers.
+//!
+//! Request path: a [`session`] parses client requests, the [`command`] table says how
+//! to treat each one, the [`router`]'s slot-table snapshot picks the backend (or the
+//! command is split per backend), the [`backend`] connection pipelines it, and the
+//! reply comes back through the session's inbox ([`reply`]) in request order.
+//! [`admin`] serves Codis's HTTP API; [`proxy`] ties the pieces together.
 
+pub mod admin;
+pub mod backend;
+pub mod command;
+pub mod config;
+pub mod io;
+pub mod proxy;
+pub mod reply;
+pub mod router;
+pub mod session;
+pub mod stats;
+
+pub use config::Config;
+pub use proxy::{Proxy, ProxyError};

@@ -1,0 +1,185 @@
+//! Connections to the redis servers behind the proxy.
+//!
+//! A [`BackendPool`] stands for one server in one role (master, or replica for reads).
+//! It opens connections per database only when a session first uses that database
+//! (Codis opened all 16 up front), `parallel` of them per database, each one a
+//! pipelined, multiplexed connection driven by its own task (see [`conn`]).
+
+mod conn;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::reply::ReplyTo;
+
+/// Settings shared by every backend connection of a proxy.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    pub auth: String,
+    pub connect_timeout: Duration,
+    pub ping_period: Duration,
+    pub recv_timeout: Duration,
+    pub send_timeout: Duration,
+    pub recv_bufsize: usize,
+    pub max_pipeline: usize,
+    pub keepalive: Duration,
+    pub databases: usize,
+    pub primary_parallel: usize,
+    pub replica_parallel: usize,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        Self {
+            auth: String::new(),
+            connect_timeout: Duration::from_secs(3),
+            ping_period: Duration::from_secs(5),
+            recv_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            recv_bufsize: 128 << 10,
+            max_pipeline: 20480,
+            keepalive: Duration::from_secs(75),
+            databases: 16,
+            primary_parallel: 1,
+            replica_parallel: 1,
+        }
+    }
+}
+
+/// A request on its way to a backend: the encoded command and where its reply goes.
+pub struct BackendRequest {
+    pub payload: Bytes,
+    pub reply: ReplyTo,
+}
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// State of one connection, visible to sessions (fail fast, replica choice).
+struct ConnShared {
+    addr: Arc<str>,
+    db: usize,
+    state: AtomicU8,
+    last_error: Mutex<String>,
+}
+
+impl ConnShared {
+    /// The error for requests that arrive while the backend cannot be reached.
+    fn unavailable(&self) -> String {
+        format!(
+            "ERR backend {} unavailable: {}; the proxy keeps reconnecting, retry later",
+            self.addr,
+            self.last_error.lock()
+        )
+    }
+}
+
+/// One pipelined connection (its task runs in [`conn`]).
+pub struct BackendConn {
+    tx: mpsc::UnboundedSender<BackendRequest>,
+    shared: Arc<ConnShared>,
+}
+
+impl BackendConn {
+    fn spawn(addr: Arc<str>, db: usize, settings: Arc<BackendSettings>) -> BackendConn {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(ConnShared {
+            addr,
+            db,
+            state: AtomicU8::new(CONNECTING),
+            last_error: Mutex::new(String::new()),
+        });
+        tokio::spawn(conn::run(rx, shared.clone(), settings));
+        BackendConn { tx, shared }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.shared.state.load(Ordering::Relaxed) == UP
+    }
+
+    /// Queues a request; a backend known to be down answers at once with an error.
+    pub fn send(&self, req: BackendRequest) {
+        if self.shared.state.load(Ordering::Relaxed) == DOWN {
+            req.reply.fail(&self.shared.unavailable());
+            return;
+        }
+        if let Err(mpsc::error::SendError(req)) = self.tx.send(req) {
+            req.reply.fail(&self.shared.unavailable());
+        }
+    }
+}
+
+/// One server in one role, with its connections per database.
+pub struct BackendPool {
+    addr: Arc<str>,
+    parallel: usize,
+    settings: Arc<BackendSettings>,
+    dbs: Box<[OnceLock<Box<[BackendConn]>>]>,
+}
+
+impl BackendPool {
+    pub fn new(addr: &str, replica: bool, settings: Arc<BackendSettings>) -> BackendPool {
+        let parallel = if replica {
+            settings.replica_parallel
+        } else {
+            settings.primary_parallel
+        }
+        .max(1);
+        let dbs = (0..settings.databases.max(1))
+            .map(|_| OnceLock::new())
+            .collect();
+        BackendPool {
+            addr: addr.into(),
+            parallel,
+            settings,
+            dbs,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The connections for database `db`, opened on first use.
+    fn conns(&self, db: usize) -> &[BackendConn] {
+        self.dbs[db].get_or_init(|| {
+            (0..self.parallel)
+                .map(|_| BackendConn::spawn(self.addr.clone(), db, self.settings.clone()))
+                .collect()
+        })
+    }
+
+    /// A connection for `db`, spread by `seed`, preferring one that is up.
+    pub fn conn(&self, db: usize, seed: usize) -> &BackendConn {
+        let conns = self.conns(db);
+        let n = conns.len();
+        let first = &conns[seed % n];
+        if n == 1 || first.is_up() {
+            return first;
+        }
+        (1..n)
+            .map(|i| &conns[(seed + i) % n])
+            .find(|c| c.is_up())
+            .unwrap_or(first)
+    }
+
+    /// A connection for `db` only if one is up; never opens connections for a replica read
+    /// that the master could serve.
+    pub fn conn_if_up(&self, db: usize, seed: usize) -> Option<&BackendConn> {
+        let conns = self.conns(db);
+        let n = conns.len();
+        (0..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up())
+    }
+}
+
+impl std::fmt::Debug for BackendPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendPool({})", self.addr)
+    }
+}

@@ -1,0 +1,404 @@
+//! The command table: for every command name, how the proxy treats it.
+//!
+//! Redis's own metadata (arity, flags, key specs) is generated from a live server into
+//! [`table`]; this module overlays what only the proxy decides: Codis's classes
+//! (not-allowed, master-only, write, may-write) and which commands the proxy answers
+//! itself or splits across backends. Lookup is by the upper-cased name; unlike Codis,
+//! names with `-` are upper-cased too, so `SLOTSMGRT-EXEC-WRAPPER` is found and refused.
+
+pub mod spec;
+#[rustfmt::skip]
+mod table;
+
+use std::sync::LazyLock;
+
+use rustc_hash::FxHashMap;
+
+pub use spec::CommandSpec;
+
+/// Codis's command classes.
+pub mod class {
+    /// Changes data: never sent to a replica.
+    pub const WRITE: u8 = 1;
+    /// Reads that must see the master (cursors, slot introspection).
+    pub const MASTER_ONLY: u8 = 2;
+    /// Might change data (scripts, commands the proxy does not know).
+    pub const MAY_WRITE: u8 = 4;
+    /// Refused by the proxy; the session continues.
+    pub const NOT_ALLOWED: u8 = 8;
+}
+
+/// What the session does with a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// Route by its keys (or to any backend if it has none).
+    Forward,
+    /// Split across backends by key and merge the replies.
+    Split(SplitKind),
+    Ping,
+    Echo,
+    Quit,
+    Auth,
+    Select,
+    Info,
+    SlotsInfo,
+    SlotsScan,
+    SlotsMapping,
+    SlotsHashKey,
+}
+
+/// Multi-key commands the proxy splits, and how it merges their replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitKind {
+    /// `MGET k...`: array of values in key order.
+    Mget,
+    /// `MSET k v ...`: `OK` when every part is `OK`.
+    Mset,
+    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: sum of the integer replies.
+    Sum,
+}
+
+impl SplitKind {
+    /// Arguments per key (`MSET` carries a value with each key).
+    pub fn stride(self) -> usize {
+        if self == SplitKind::Mset { 2 } else { 1 }
+    }
+}
+
+/// One entry of the table.
+#[derive(Debug)]
+pub struct Command {
+    /// Upper-case name, as shown in stats.
+    pub name: &'static str,
+    /// Dense index, used by per-command statistics.
+    pub id: u16,
+    pub class: u8,
+    pub handler: Handler,
+    /// Redis's description; `None` for commands only codis-server or the proxy knows.
+    pub spec: Option<&'static CommandSpec>,
+}
+
+impl Command {
+    pub fn is_not_allowed(&self) -> bool {
+        self.class & class::NOT_ALLOWED != 0
+    }
+
+    /// Neither a write nor a possible write: may be served by a replica.
+    pub fn is_read_only(&self) -> bool {
+        self.class & (class::WRITE | class::MAY_WRITE) == 0
+    }
+
+    /// Must be served by the master.
+    pub fn is_master_only(&self) -> bool {
+        self.class & (class::WRITE | class::MAY_WRITE | class::MASTER_ONLY) != 0
+    }
+}
+
+/// Codis 3.2's refused commands, plus what newer Redis versions added in the same
+/// spirit (server administration, replication, cluster, pub/sub). Commands of Redis's
+/// `admin` category and blocking commands are refused as well without being listed:
+/// a blocked command would stall every session sharing its backend connection.
+/// `XREAD`/`XREADGROUP` block only with `BLOCK`, which the session checks per request.
+const NOT_ALLOWED: &[&str] = &[
+    "ASKING",
+    "BGREWRITEAOF",
+    "BGSAVE",
+    "BITOP",
+    "BLPOP",
+    "BRPOP",
+    "BRPOPLPUSH",
+    "BLMOVE",
+    "BLMPOP",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BZMPOP",
+    "CLIENT",
+    "CLUSTER",
+    "CONFIG",
+    "DBSIZE",
+    "DEBUG",
+    "DISCARD",
+    "EXEC",
+    "FLUSHALL",
+    "FLUSHDB",
+    "HOST:",
+    "KEYS",
+    "LASTSAVE",
+    "LATENCY",
+    "MIGRATE",
+    "MONITOR",
+    "MOVE",
+    "MSETNX",
+    "MULTI",
+    "OBJECT",
+    "POST",
+    "PSUBSCRIBE",
+    "PSYNC",
+    "PUBLISH",
+    "PUNSUBSCRIBE",
+    "RANDOMKEY",
+    "READONLY",
+    "READWRITE",
+    "RENAME",
+    "RENAMENX",
+    "REPLCONF",
+    "RESTORE",
+    "RESTORE-ASKING",
+    "SAVE",
+    "SCAN",
+    "SCRIPT",
+    "SHUTDOWN",
+    "SLAVEOF",
+    "REPLICAOF",
+    "SLOWLOG",
+    "SUBSCRIBE",
+    "SYNC",
+    "TIME",
+    "UNSUBSCRIBE",
+    "UNWATCH",
+    "WAIT",
+    "WATCH",
+    "SSUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "SPUBLISH",
+    "PUBSUB",
+    "FUNCTION",
+    "FCALL",
+    "FCALL_RO",
+    "ACL",
+    "MODULE",
+    "SWAPDB",
+    "FAILOVER",
+    "MEMORY",
+    "HELLO",
+    "RESET",
+    "WAITAOF",
+    "SLOTSCHECK",
+    "SLOTSDEL",
+    "SLOTSRESTORE",
+    "SLOTSMGRTONE",
+    "SLOTSMGRTSLOT",
+    "SLOTSMGRTTAGONE",
+    "SLOTSMGRTTAGSLOT",
+    "SLOTSMGRTONE-ASYNC",
+    "SLOTSMGRTSLOT-ASYNC",
+    "SLOTSMGRTTAGONE-ASYNC",
+    "SLOTSMGRTTAGSLOT-ASYNC",
+    "SLOTSMGRTONE-ASYNC-DUMP",
+    "SLOTSMGRTTAGONE-ASYNC-DUMP",
+    "SLOTSMGRT-ASYNC-FENCE",
+    "SLOTSMGRT-ASYNC-CANCEL",
+    "SLOTSMGRT-ASYNC-STATUS",
+    "SLOTSMGRT-EXEC-WRAPPER",
+    "SLOTSRESTORE-ASYNC",
+    "SLOTSRESTORE-ASYNC-AUTH",
+    "SLOTSRESTORE-ASYNC-SELECT",
+    "SLOTSRESTORE-ASYNC-ACK",
+];
+
+/// Reads that never go to a replica.
+const MASTER_ONLY: &[&str] = &["HSCAN", "SSCAN", "ZSCAN", "SLOTSINFO", "SLOTSSCAN"];
+
+/// Commands whose effect Redis cannot know in advance.
+const MAY_WRITE: &[&str] = &["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO"];
+
+/// Commands that exist only on codis-server (or only in the proxy).
+const EXTRA: &[&str] = &[
+    "SLOTSINFO",
+    "SLOTSSCAN",
+    "SLOTSMAPPING",
+    "SLOTSHASHKEY",
+    "SLOTSCHECK",
+    "SLOTSDEL",
+    "SLOTSRESTORE",
+    "SLOTSMGRTONE",
+    "SLOTSMGRTSLOT",
+    "SLOTSMGRTTAGONE",
+    "SLOTSMGRTTAGSLOT",
+    "SLOTSMGRTONE-ASYNC",
+    "SLOTSMGRTSLOT-ASYNC",
+    "SLOTSMGRTTAGONE-ASYNC",
+    "SLOTSMGRTTAGSLOT-ASYNC",
+    "SLOTSMGRTONE-ASYNC-DUMP",
+    "SLOTSMGRTTAGONE-ASYNC-DUMP",
+    "SLOTSMGRT-ASYNC-FENCE",
+    "SLOTSMGRT-ASYNC-CANCEL",
+    "SLOTSMGRT-ASYNC-STATUS",
+    "SLOTSMGRT-EXEC-WRAPPER",
+    "SLOTSRESTORE-ASYNC",
+    "SLOTSRESTORE-ASYNC-AUTH",
+    "SLOTSRESTORE-ASYNC-SELECT",
+    "SLOTSRESTORE-ASYNC-ACK",
+    "HOST:",
+    "POST",
+];
+
+fn handler_of(name: &str) -> Handler {
+    match name {
+        "MGET" => Handler::Split(SplitKind::Mget),
+        "MSET" => Handler::Split(SplitKind::Mset),
+        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" => Handler::Split(SplitKind::Sum),
+        "PING" => Handler::Ping,
+        "ECHO" => Handler::Echo,
+        "QUIT" => Handler::Quit,
+        "AUTH" => Handler::Auth,
+        "SELECT" => Handler::Select,
+        "INFO" => Handler::Info,
+        "SLOTSINFO" => Handler::SlotsInfo,
+        "SLOTSSCAN" => Handler::SlotsScan,
+        "SLOTSMAPPING" => Handler::SlotsMapping,
+        "SLOTSHASHKEY" => Handler::SlotsHashKey,
+        _ => Handler::Forward,
+    }
+}
+
+struct Table {
+    by_name: FxHashMap<&'static [u8], Command>,
+    names: Vec<&'static str>,
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    let mut by_name = FxHashMap::default();
+    let mut names = Vec::new();
+    let specs = table::COMMANDS.iter().map(|s| (s.name, Some(s)));
+    let extra = EXTRA
+        .iter()
+        .filter(|n| !table::COMMANDS.iter().any(|s| s.name == **n))
+        .map(|n| (*n, None));
+    for (name, spec) in specs.chain(extra) {
+        let flags = spec.map_or(0, |s| s.flags);
+        let mut class = 0;
+        if flags & spec::WRITE != 0 {
+            class |= class::WRITE;
+        }
+        if MAY_WRITE.contains(&name) {
+            class |= class::MAY_WRITE;
+        }
+        if MASTER_ONLY.contains(&name) {
+            class |= class::MASTER_ONLY;
+        }
+        let admin = flags & spec::ADMIN != 0 && spec.is_none_or(|s| s.subcommands.is_empty());
+        let blocking = flags & spec::BLOCKING != 0 && !matches!(name, "XREAD" | "XREADGROUP");
+        if NOT_ALLOWED.contains(&name) || admin || blocking {
+            class |= class::NOT_ALLOWED;
+        }
+        let id = names.len() as u16;
+        names.push(name);
+        by_name.insert(
+            name.as_bytes(),
+            Command {
+                name,
+                id,
+                class,
+                handler: handler_of(name),
+                spec,
+            },
+        );
+    }
+    Table { by_name, names }
+});
+
+/// The entry for commands the table does not know: forwarded by their first argument,
+/// as Codis does, so that commands of newer servers keep working.
+pub static UNKNOWN: Command = Command {
+    name: "UNKNOWN",
+    id: u16::MAX,
+    class: class::MAY_WRITE,
+    handler: Handler::Forward,
+    spec: None,
+};
+
+/// Looks a command up by name, case-insensitively.
+pub fn lookup(name: &[u8]) -> &'static Command {
+    let mut buf = [0u8; 32];
+    if name.len() > buf.len() {
+        return &UNKNOWN;
+    }
+    let upper = &mut buf[..name.len()];
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    TABLE.by_name.get(&upper[..]).unwrap_or(&UNKNOWN)
+}
+
+/// Number of known commands (ids are `0..count()`).
+pub fn count() -> usize {
+    TABLE.names.len()
+}
+
+/// The name of command `id`.
+pub fn name_of(id: u16) -> &'static str {
+    TABLE
+        .names
+        .get(id as usize)
+        .copied()
+        .unwrap_or(UNKNOWN.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(args: &[&str]) -> Vec<String> {
+        let c = lookup(args[0].as_bytes());
+        let spec = c.spec.unwrap();
+        let mut out = Vec::new();
+        spec.for_each_key(
+            args.len(),
+            |i| args.get(i).map(|s| s.as_bytes()),
+            |i| out.push(args[i].to_string()),
+        );
+        out
+    }
+
+    #[test]
+    fn classes() {
+        assert!(lookup(b"get").is_read_only());
+        assert!(!lookup(b"SET").is_read_only());
+        assert!(lookup(b"keys").is_not_allowed());
+        assert!(
+            lookup(b"Slotsmgrt-Exec-Wrapper").is_not_allowed(),
+            "hyphenated names are classified"
+        );
+        assert!(lookup(b"SLOTSRESTORE-ASYNC-ACK").is_not_allowed());
+        assert!(
+            lookup(b"config").is_not_allowed(),
+            "admin commands are refused"
+        );
+        assert!(lookup(b"hscan").is_master_only() && lookup(b"hscan").is_read_only());
+        assert!(lookup(b"eval").is_master_only() && !lookup(b"eval").is_read_only());
+        assert_eq!(lookup(b"mget").handler, Handler::Split(SplitKind::Mget));
+        assert_eq!(lookup(b"NOSUCHCOMMAND").name, "UNKNOWN");
+        assert_eq!(lookup(&[b'a'; 40]).name, "UNKNOWN");
+        assert!(!lookup(b"xadd").is_not_allowed());
+        assert!(lookup(b"blpop").is_not_allowed() && lookup(b"bzmpop").is_not_allowed());
+        assert!(!lookup(b"xread").is_not_allowed());
+        assert_eq!(name_of(lookup(b"get").id), "GET");
+    }
+
+    #[test]
+    fn key_specs() {
+        assert_eq!(keys(&["GET", "k"]), ["k"]);
+        assert_eq!(keys(&["MSET", "a", "1", "b", "2"]), ["a", "b"]);
+        assert_eq!(keys(&["EVAL", "s", "2", "x", "y", "arg"]), ["x", "y"]);
+        assert!(keys(&["EVAL", "s", "0", "arg"]).is_empty());
+        assert_eq!(
+            keys(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]),
+            ["d", "a", "b"]
+        );
+        assert_eq!(
+            keys(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"]),
+            ["s1", "s2"]
+        );
+        assert_eq!(keys(&["SINTER", "a", "b", "c"]), ["a", "b", "c"]);
+        assert!(keys(&["PING"]).is_empty());
+        let object = lookup(b"OBJECT")
+            .spec
+            .unwrap()
+            .subcommand(b"encoding")
+            .unwrap();
+        assert_eq!(object.name, "ENCODING");
+        assert!(lookup(b"GET").spec.unwrap().arity_ok(2));
+        assert!(!lookup(b"GET").spec.unwrap().arity_ok(3));
+        assert!(lookup(b"MGET").spec.unwrap().arity_ok(5));
+    }
+}

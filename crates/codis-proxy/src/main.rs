@@ -1,0 +1,245 @@
+//! `codis-proxy`: command-line entry point (flags as in Codis 3.2).
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use codis_core::models::Slot;
+use codis_proxy::config::{Config, DEFAULT_CONFIG};
+use codis_proxy::proxy::{LogControl, Proxy};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::reload;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "codis-proxy",
+    version,
+    about = "RESP proxy of codis-rs (Codis 3.2 compatible)"
+)]
+struct Args {
+    /// Worker threads (default: number of CPUs).
+    #[arg(long)]
+    ncpu: Option<usize>,
+    /// Accepted for compatibility with Codis; threads are fixed at --ncpu.
+    #[arg(long = "max-ncpu")]
+    max_ncpu: Option<usize>,
+    /// Configuration file (proxy.toml); keys left out keep their defaults.
+    #[arg(short = 'c', long)]
+    config: Option<PathBuf>,
+    /// Append logs to this file instead of standard error.
+    #[arg(short = 'l', long)]
+    log: Option<PathBuf>,
+    /// Log level: error, warn, info or debug.
+    #[arg(long = "log-level", default_value = "info")]
+    log_level: String,
+    /// Address to advertise for the admin API when admin_addr listens on 0.0.0.0.
+    #[arg(long = "host-admin")]
+    host_admin: Option<String>,
+    /// Address to advertise for clients when proxy_addr listens on 0.0.0.0.
+    #[arg(long = "host-proxy")]
+    host_proxy: Option<String>,
+    /// Static mode: serve the slots in this JSON file (Codis `[]Slot`) with no dashboard.
+    #[arg(long)]
+    fillslots: Option<PathBuf>,
+    /// Refuse to start unless at least this many file descriptors can be opened.
+    #[arg(long)]
+    ulimit: Option<u64>,
+    /// Write the process id to this file (removed on exit).
+    #[arg(long)]
+    pidfile: Option<PathBuf>,
+    /// Override product_name.
+    #[arg(long = "product_name")]
+    product_name: Option<String>,
+    /// Override product_auth.
+    #[arg(long = "product_auth")]
+    product_auth: Option<String>,
+    /// Override session_auth.
+    #[arg(long = "session_auth")]
+    session_auth: Option<String>,
+    /// Print the default configuration and exit.
+    #[arg(long = "default-config")]
+    default_config: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.default_config {
+        println!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    let log_control = init_logging(&args)?;
+    if let Some(n) = args.ulimit {
+        ensure_nofile(n)?;
+    }
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = &args.host_admin {
+        config.host_admin = v.clone();
+    }
+    if let Some(v) = &args.host_proxy {
+        config.host_proxy = v.clone();
+    }
+    if let Some(v) = &args.product_name {
+        config.product_name = v.clone();
+    }
+    if let Some(v) = &args.product_auth {
+        config.product_auth = v.clone();
+    }
+    if let Some(v) = &args.session_auth {
+        config.session_auth = v.clone();
+    }
+    config.validate()?;
+    let slots = match &args.fillslots {
+        Some(path) => Some(read_slots(path)?),
+        None => None,
+    };
+    let ncpu = args
+        .ncpu
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(ncpu)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(config, slots, args.pidfile, log_control))
+}
+
+async fn run(
+    config: Config,
+    slots: Option<Vec<Slot>>,
+    pidfile: Option<PathBuf>,
+    log_control: LogControl,
+) -> Result<()> {
+    let proxy = Proxy::bind(config, Some(log_control)).await?;
+    let _pid = pidfile.map(PidFile::create).transpose()?;
+    if let Some(slots) = slots {
+        proxy
+            .fill_slots(&slots)
+            .await
+            .context("filling slots from --fillslots")?;
+        proxy.start()?;
+        tracing::warn!(
+            slots = slots.len(),
+            "static mode: slots filled, proxy online"
+        );
+    } else {
+        tracing::warn!("proxy waiting online: fill slots and start it through the admin API");
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = proxy.closed() => {}
+        _ = tokio::signal::ctrl_c() => tracing::warn!("interrupted"),
+        _ = term.recv() => tracing::warn!("terminated"),
+    }
+    proxy.close().await;
+    tracing::warn!("proxy exited");
+    Ok(())
+}
+
+fn read_slots(path: &PathBuf) -> Result<Vec<Slot>> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read slots file {}", path.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("slots file {} is not a JSON array of slots like [{{\"id\":0,\"backend_addr\":\"127.0.0.1:6379\"}}]", path.display()))
+}
+
+/// Maps Codis level names to a tracing filter.
+fn filter_for(level: &str) -> Result<EnvFilter, String> {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "error" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "none" => "off",
+        other => {
+            return Err(format!(
+                "invalid log level {other:?}: use error, warn, info, debug or none"
+            ));
+        }
+    };
+    EnvFilter::try_new(level).map_err(|e| e.to_string())
+}
+
+fn init_logging(args: &Args) -> Result<LogControl> {
+    let filter = filter_for(&args.log_level).map_err(anyhow::Error::msg)?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    match &args.log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(false)
+                        .with_writer(std::sync::Mutex::new(file)),
+                )
+                .init();
+        }
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+    Ok(Box::new(move |level: &str| {
+        let f = filter_for(level)?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
+}
+
+/// Raises the open-files limit to `want` if the hard limit allows, else fails.
+fn ensure_nofile(want: u64) -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!(
+            "cannot read the open-files limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 && raised.rlim_cur >= want {
+        return Ok(());
+    }
+    bail!(
+        "ulimit -n is {} (hard limit {}), need at least {want}: raise it before starting",
+        lim.rlim_cur,
+        lim.rlim_max
+    )
+}
+
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: PathBuf) -> Result<PidFile> {
+        let path = std::path::absolute(&path).unwrap_or(path);
+        std::fs::write(&path, std::process::id().to_string())
+            .with_context(|| format!("cannot write pidfile {}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,391 @@
+//! The slot table: which backend serves each of the 1024 slots.
+//!
+//! Sessions read the table through an atomically swapped snapshot ([`ArcSwap`]): no
+//! lock and no clone per request. Updates (`fillslots`) build a new table, publish it,
+//! and then wait until every request that was routed by the *previous* route of a
+//! changed slot has been answered, as Codis does, so that once a fill returns no
+//! request is still running against a backend that no longer owns the slot.
+//!
+//! The wait uses two in-flight counters per slot ([`SlotGates`]), selected by the
+//! parity of the slot's epoch (bumped on every change of that slot). A session counts
+//! a request in before sending it and re-checks that the table did not change in
+//! between; the backend counts it out when the reply arrives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use codis_core::MAX_SLOT_NUM;
+use codis_core::models::Slot;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::backend::{BackendPool, BackendSettings};
+
+/// A slot table update that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("invalid slot id {0}: slots are numbered 0..1023")]
+    InvalidSlot(i64),
+    #[error("slot {slot}: invalid backend address {addr:?} (expected host:port)")]
+    InvalidAddr { slot: i64, addr: String },
+    #[error("the proxy is closed")]
+    Closed,
+}
+
+/// Routing of one slot, resolved to backend pools.
+#[derive(Debug, Default, Clone)]
+pub struct SlotRoute {
+    /// Bumped each time this slot's routing changes.
+    pub epoch: u32,
+    pub model: Slot,
+    pub backend: Option<Arc<BackendPool>>,
+    pub migrate_from: Option<Arc<BackendPool>>,
+    /// Replica pools, best tier first (same host, same datacenter, others).
+    pub replicas: Box<[Box<[Arc<BackendPool>]>]>,
+}
+
+impl SlotRoute {
+    pub fn locked(&self) -> bool {
+        self.model.locked
+    }
+}
+
+/// One immutable version of the whole table.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub version: u64,
+    pub slots: Box<[SlotRoute]>,
+}
+
+/// In-flight counters per slot and epoch parity.
+pub struct SlotGates {
+    counts: Box<[[AtomicU32; 2]]>,
+}
+
+impl SlotGates {
+    fn new() -> SlotGates {
+        SlotGates {
+            counts: (0..MAX_SLOT_NUM)
+                .map(|_| [AtomicU32::new(0), AtomicU32::new(0)])
+                .collect(),
+        }
+    }
+
+    fn enter(&self, slot: u16, parity: u8) {
+        self.counts[slot as usize][parity as usize].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn leave(&self, slot: u16, parity: u8) {
+        self.counts[slot as usize][parity as usize].fetch_sub(1, Ordering::Release);
+    }
+
+    fn count(&self, slot: u16, parity: u8) -> u32 {
+        self.counts[slot as usize][parity as usize].load(Ordering::Acquire)
+    }
+}
+
+/// The proxy's router: the published table plus what is needed to replace it.
+pub struct Router {
+    table: ArcSwap<RouteTable>,
+    version: AtomicU64,
+    gates: Arc<SlotGates>,
+    settings: Arc<BackendSettings>,
+    pools: Mutex<HashMap<(String, bool), Arc<BackendPool>>>,
+    update: tokio::sync::Mutex<()>,
+    changed: watch::Sender<u64>,
+    closed: AtomicBool,
+}
+
+/// A request counted in on a slot; hand it to the reply so it is counted out.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    pub slot: u16,
+    pub parity: u8,
+}
+
+impl Router {
+    pub fn new(settings: BackendSettings) -> Router {
+        let slots = (0..MAX_SLOT_NUM)
+            .map(|i| SlotRoute {
+                model: Slot {
+                    id: i as i64,
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .collect();
+        Router {
+            table: ArcSwap::from_pointee(RouteTable { version: 0, slots }),
+            version: AtomicU64::new(0),
+            gates: Arc::new(SlotGates::new()),
+            settings: Arc::new(settings),
+            pools: Mutex::new(HashMap::new()),
+            update: tokio::sync::Mutex::new(()),
+            changed: watch::channel(0).0,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn gates(&self) -> &Arc<SlotGates> {
+        &self.gates
+    }
+
+    pub fn settings(&self) -> &Arc<BackendSettings> {
+        &self.settings
+    }
+
+    /// The current table. Hold the guard only for a burst of routing decisions.
+    pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+        self.table.load()
+    }
+
+    /// Counts a request in on `slot` under the route it was routed by (`epoch`).
+    /// Returns `None` if the slot's route changed meanwhile: route again.
+    pub fn enter(&self, table: &RouteTable, slot: u16) -> Option<Ticket> {
+        let route = &table.slots[slot as usize];
+        let parity = (route.epoch & 1) as u8;
+        self.gates.enter(slot, parity);
+        if self.version.load(Ordering::SeqCst) != table.version
+            && self.table.load().slots[slot as usize].epoch != route.epoch
+        {
+            self.gates.leave(slot, parity);
+            return None;
+        }
+        Some(Ticket { slot, parity })
+    }
+
+    /// Resolves when the table changes (sessions waiting on a locked slot).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The slots as Codis models.
+    pub fn slots(&self) -> Vec<Slot> {
+        self.load().slots.iter().map(|r| r.model.clone()).collect()
+    }
+
+    /// The pool serving `addr` in any slot (as master, source or replica).
+    pub fn pool_by_addr(&self, addr: &[u8]) -> Option<Arc<BackendPool>> {
+        let pools = self.pools.lock();
+        let addr = std::str::from_utf8(addr).ok()?;
+        pools
+            .get(&(addr.to_string(), false))
+            .or_else(|| pools.get(&(addr.to_string(), true)))
+            .cloned()
+    }
+
+    /// Applies slot updates, then waits for requests routed by the old routes to finish.
+    pub async fn fill_slots(&self, slots: &[Slot]) -> Result<(), RouterError> {
+        for s in slots {
+            if s.id < 0 || s.id as usize >= MAX_SLOT_NUM {
+                return Err(RouterError::InvalidSlot(s.id));
+            }
+            for addr in std::iter::once(&s.backend_addr)
+                .chain(std::iter::once(&s.migrate_from))
+                .chain(s.replica_groups.iter().flatten())
+            {
+                if !addr.is_empty() && !valid_addr(addr) {
+                    return Err(RouterError::InvalidAddr {
+                        slot: s.id,
+                        addr: addr.clone(),
+                    });
+                }
+            }
+        }
+        let _serial = self.update.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RouterError::Closed);
+        }
+        let old = self.table.load_full();
+        let mut routes: Vec<SlotRoute> = old.slots.to_vec();
+        // The last entry for a slot wins; unchanged slots keep their epoch and need no wait.
+        let mut changed: Vec<(u16, u32)> = Vec::new();
+        for s in slots {
+            let id = s.id as usize;
+            let mut model = s.clone();
+            model.replica_groups.retain(|g| !g.is_empty());
+            if routes[id].model == model {
+                continue;
+            }
+            let prev_epoch = old.slots[id].epoch;
+            if !changed.iter().any(|&(c, _)| c as usize == id) {
+                changed.push((id as u16, prev_epoch));
+            }
+            routes[id] = self.rebuild(&model, prev_epoch.wrapping_add(1));
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let version = old.version + 1;
+        self.table.store(Arc::new(RouteTable {
+            version,
+            slots: routes.into_boxed_slice(),
+        }));
+        self.version.store(version, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.changed.send_replace(version);
+        drop(old);
+        for (slot, prev_epoch) in changed {
+            let parity = (prev_epoch & 1) as u8;
+            while self.gates.count(slot, parity) != 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        self.collect_pools();
+        Ok(())
+    }
+
+    /// Builds a route for `model`, sharing pools with other slots.
+    fn rebuild(&self, model: &Slot, epoch: u32) -> SlotRoute {
+        let mut pools = self.pools.lock();
+        let mut pool = |addr: &str, replica: bool| -> Option<Arc<BackendPool>> {
+            if addr.is_empty() {
+                return None;
+            }
+            Some(
+                pools
+                    .entry((addr.to_string(), replica))
+                    .or_insert_with(|| {
+                        Arc::new(BackendPool::new(addr, replica, self.settings.clone()))
+                    })
+                    .clone(),
+            )
+        };
+        let backend = pool(&model.backend_addr, false);
+        let migrate_from = pool(&model.migrate_from, false);
+        let replicas = model
+            .replica_groups
+            .iter()
+            .map(|g| g.iter().filter_map(|a| pool(a, true)).collect::<Box<[_]>>())
+            .filter(|g| !g.is_empty())
+            .collect();
+        SlotRoute {
+            epoch,
+            model: model.clone(),
+            backend,
+            migrate_from,
+            replicas,
+        }
+    }
+
+    /// Drops pools no slot uses any more (their connections close once idle).
+    fn collect_pools(&self) {
+        self.pools.lock().retain(|_, p| Arc::strong_count(p) > 1);
+    }
+
+    /// Stops accepting updates and releases every backend.
+    pub async fn close(&self) {
+        let _serial = self.update.lock().await;
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+fn valid_addr(addr: &str) -> bool {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(id: i64, addr: &str) -> Slot {
+        Slot {
+            id,
+            backend_addr: addr.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn fill_publishes_and_shares_pools() {
+        let r = Router::new(BackendSettings::default());
+        r.fill_slots(&[
+            slot(0, "127.0.0.1:1"),
+            slot(1, "127.0.0.1:1"),
+            slot(2, "127.0.0.1:2"),
+        ])
+        .await
+        .unwrap();
+        let t = r.load();
+        let a = t.slots[0].backend.as_ref().unwrap();
+        assert!(Arc::ptr_eq(a, t.slots[1].backend.as_ref().unwrap()));
+        assert_eq!(t.slots[2].backend.as_ref().unwrap().addr(), "127.0.0.1:2");
+        assert!(t.slots[3].backend.is_none());
+        assert_eq!(r.slots()[2].backend_addr, "127.0.0.1:2");
+        assert_eq!(t.slots[0].epoch, 1);
+        drop(t);
+        // refilling the same routing changes nothing
+        r.fill_slots(&[slot(0, "127.0.0.1:1")]).await.unwrap();
+        assert_eq!(r.load().slots[0].epoch, 1);
+        // moving everything off a server releases its pool
+        r.fill_slots(&[slot(2, "127.0.0.1:1")]).await.unwrap();
+        assert!(r.pool_by_addr(b"127.0.0.1:2").is_none());
+        assert!(r.pool_by_addr(b"127.0.0.1:1").is_some());
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_input() {
+        let r = Router::new(BackendSettings::default());
+        assert!(matches!(
+            r.fill_slots(&[slot(1024, "127.0.0.1:1")]).await,
+            Err(RouterError::InvalidSlot(1024))
+        ));
+        assert!(matches!(
+            r.fill_slots(&[slot(1, "nohost")]).await,
+            Err(RouterError::InvalidAddr { .. })
+        ));
+        assert!(matches!(
+            r.fill_slots(&[slot(1, "h:0")]).await,
+            Err(RouterError::InvalidAddr { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn fill_waits_for_requests_on_the_old_route() {
+        let r = Arc::new(Router::new(BackendSettings::default()));
+        r.fill_slots(&[slot(5, "127.0.0.1:1")]).await.unwrap();
+        let ticket = {
+            let t = r.load();
+            r.enter(&t, 5).unwrap()
+        };
+        let r2 = r.clone();
+        let fill = tokio::spawn(async move { r2.fill_slots(&[slot(5, "127.0.0.1:2")]).await });
+        // the new table is published at once, but the fill does not return while the old request runs
+        let mut rx = r.subscribe();
+        rx.wait_for(|&v| v >= 2).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!fill.is_finished());
+        // requests routed now use the other parity and do not hold the fill
+        let t = r.load();
+        let t2 = r.enter(&t, 5).unwrap();
+        assert_ne!(t2.parity, ticket.parity);
+        r.gates().leave(ticket.slot, ticket.parity);
+        fill.await.unwrap().unwrap();
+        r.gates().leave(t2.slot, t2.parity);
+    }
+
+    #[tokio::test]
+    async fn stale_snapshot_is_detected() {
+        let r = Router::new(BackendSettings::default());
+        r.fill_slots(&[slot(9, "127.0.0.1:1")]).await.unwrap();
+        let stale = r.load_full_for_test();
+        r.fill_slots(&[slot(9, "127.0.0.1:2")]).await.unwrap();
+        assert!(
+            r.enter(&stale, 9).is_none(),
+            "a request routed by the old table must be re-routed"
+        );
+        assert!(r.enter(&stale, 10).is_some(), "other slots are unaffected");
+    }
+
+    impl Router {
+        fn load_full_for_test(&self) -> Arc<RouteTable> {
+            self.table.load_full()
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! What a session does with each request: answer it, forward it, or split it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use codis_core::{MAX_SLOT_NUM, slot_of};
+use codis_resp::{Encoder, Request};
+
+use super::Session;
+use super::pending::{Split, State};
+use crate::backend::{BackendConn, BackendPool, BackendRequest};
+use crate::command::{self, Command, CommandSpec, Handler, SplitKind};
+use crate::reply::{ReplyTo, Tickets, error_reply};
+use crate::router::{RouteTable, SlotRoute};
+
+const OK: &[u8] = b"+OK\r\n";
+
+/// Where a forwarded request goes.
+enum Target {
+    Slot(u16),
+    Pool(Arc<BackendPool>),
+}
+
+impl Session {
+    pub(super) fn dispatch_request(&mut self, req: Request, start: Instant) {
+        let cmd = command::lookup(req.arg(0));
+        if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit) {
+            return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
+        }
+        if cmd.is_not_allowed() {
+            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_uppercase();
+            return self.fail(
+                cmd,
+                start,
+                &format!("ERR handle request, command '{name}' is not allowed"),
+            );
+        }
+        if let Some(spec) = cmd.spec
+            && !spec.arity_ok(req.argc())
+        {
+            return self.fail(cmd, start, &arity_error(spec.name));
+        }
+        match cmd.handler {
+            Handler::Forward => self.forward(cmd, req, start),
+            Handler::Split(kind) => self.split(cmd, kind, req, start),
+            Handler::Ping => match req.argc() {
+                1 => self.reply_static(cmd, start, b"+PONG\r\n"),
+                _ => match self.shared.router.pool_by_addr(req.arg(1)) {
+                    Some(pool) => self.send_to(cmd, Target::Pool(pool), Request::from_args([req.arg(0)]), start),
+                    None => self.reply_bulk(cmd, start, req.arg(1)),
+                },
+            },
+            Handler::Echo => self.reply_bulk(cmd, start, req.arg(1)),
+            Handler::Quit => {
+                self.closing = true;
+                self.reply_static(cmd, start, OK)
+            }
+            Handler::Auth => self.auth(cmd, &req, start),
+            Handler::Select => self.select(cmd, &req, start),
+            Handler::Info => self.info(cmd, req, start),
+            Handler::SlotsHashKey => {
+                let mut out = BytesMut::new();
+                out.put_array_len(req.argc() - 1);
+                for key in req.args().skip(1) {
+                    out.put_integer(slot_of(key) as i64);
+                }
+                self.reply_now(cmd.id, start, out.freeze(), false)
+            }
+            Handler::SlotsMapping => self.slots_mapping(cmd, &req, start),
+            Handler::SlotsInfo => match req.argc() {
+                2 => match self.shared.router.pool_by_addr(req.arg(1)) {
+                    Some(pool) => self.send_to(cmd, Target::Pool(pool), Request::from_args([req.arg(0)]), start),
+                    None => self.fail(cmd, start, &unknown_backend(req.arg(1))),
+                },
+                _ => self.fail(cmd, start, "ERR wrong number of arguments for 'SLOTSINFO' command (usage: SLOTSINFO <backend addr>)"),
+            },
+            Handler::SlotsScan => match parse_slot(req.get(1)) {
+                Ok(slot) => self.send_to(cmd, Target::Slot(slot), req, start),
+                Err(e) => self.fail(cmd, start, &e),
+            },
+        }
+    }
+
+    fn reply_static(&mut self, cmd: &Command, start: Instant, reply: &'static [u8]) {
+        self.reply_now(cmd.id, start, Bytes::from_static(reply), false)
+    }
+
+    fn reply_bulk(&mut self, cmd: &Command, start: Instant, data: &[u8]) {
+        let mut out = BytesMut::with_capacity(data.len() + 16);
+        out.put_bulk(data);
+        self.reply_now(cmd.id, start, out.freeze(), false)
+    }
+
+    /// An error made by the proxy (counted as a failure).
+    fn fail(&mut self, cmd: &Command, start: Instant, msg: &str) {
+        self.reply_now(cmd.id, start, error_reply(msg), true)
+    }
+
+    fn auth(&mut self, cmd: &Command, req: &Request, start: Instant) {
+        let password = match req.argc() {
+            2 => req.arg(1),
+            3 if req.arg(1) == b"default" => req.arg(2),
+            3 => {
+                self.authorized = self.shared.config.session_auth.is_empty() && self.authorized;
+                return self.fail(
+                    cmd,
+                    start,
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                );
+            }
+            _ => return self.fail(cmd, start, &arity_error("auth")),
+        };
+        let expected = self.shared.config.session_auth.as_bytes();
+        if expected.is_empty() {
+            self.fail(cmd, start, "ERR Client sent AUTH, but no password is set")
+        } else if !constant_time_eq(password, expected) {
+            self.authorized = false;
+            self.fail(cmd, start, "ERR invalid password")
+        } else {
+            self.authorized = true;
+            self.reply_static(cmd, start, OK)
+        }
+    }
+
+    fn select(&mut self, cmd: &Command, req: &Request, start: Instant) {
+        let databases = self.shared.config.backend_number_databases;
+        match std::str::from_utf8(req.arg(1))
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            None => self.fail(cmd, start, "ERR invalid DB index"),
+            Some(db) if db < 0 || db >= databases => self.fail(
+                cmd,
+                start,
+                &format!("ERR invalid DB index, only accept DB [0,{databases})"),
+            ),
+            Some(db) => {
+                self.db = db as usize;
+                self.reply_static(cmd, start, OK)
+            }
+        }
+    }
+
+    fn info(&mut self, cmd: &'static Command, req: Request, start: Instant) {
+        // `INFO <backend addr> [section]` asks that backend, as in Codis.
+        if let Some(pool) = req.get(1).and_then(|a| self.shared.router.pool_by_addr(a)) {
+            let args: Vec<&[u8]> = std::iter::once(req.arg(0))
+                .chain(req.args().skip(2))
+                .collect();
+            return self.send_to(cmd, Target::Pool(pool), Request::from_args(args), start);
+        }
+        let section = Bytes::from(self.shared.info_section());
+        let only_proxy = req.argc() == 2 && req.arg(1).eq_ignore_ascii_case(b"proxy");
+        let table = self.shared.router.load();
+        match (only_proxy, self.any_slot(&table)) {
+            (false, Some(slot)) => {
+                drop(table);
+                self.send_with_state(cmd, Target::Slot(slot), req, start, State::Info(section))
+            }
+            _ => {
+                let mut out = BytesMut::new();
+                out.put_bulk(&section);
+                self.reply_now(cmd.id, start, out.freeze(), false)
+            }
+        }
+    }
+
+    fn slots_mapping(&mut self, cmd: &Command, req: &Request, start: Instant) {
+        fn put_slot(out: &mut BytesMut, route: &SlotRoute) {
+            let m = &route.model;
+            out.put_array_len(4);
+            out.put_bulk(m.id.to_string().as_bytes());
+            out.put_bulk(m.backend_addr.as_bytes());
+            out.put_bulk(m.migrate_from.as_bytes());
+            out.put_array_len(m.replica_groups.len());
+            for g in &m.replica_groups {
+                out.put_array_len(g.len());
+                for a in g {
+                    out.put_bulk(a.as_bytes());
+                }
+            }
+        }
+        let table = self.shared.router.load();
+        let mut out = BytesMut::new();
+        match req.argc() {
+            1 => {
+                out.put_array_len(MAX_SLOT_NUM);
+                for route in table.slots.iter() {
+                    put_slot(&mut out, route);
+                }
+            }
+            2 => match parse_slot(req.get(1)) {
+                Ok(slot) => put_slot(&mut out, &table.slots[slot as usize]),
+                Err(e) => return self.fail(cmd, start, &e),
+            },
+            _ => return self.fail(cmd, start, &arity_error("slotsmapping")),
+        }
+        self.reply_now(cmd.id, start, out.freeze(), false)
+    }
+
+    /// A slot that has a backend, starting from a per-session pseudo-random point, for
+    /// commands without keys.
+    fn any_slot(&mut self, table: &RouteTable) -> Option<u16> {
+        self.seed = self.seed.wrapping_add(1);
+        let from = self.seed.wrapping_mul(0x9E37_79B9) % MAX_SLOT_NUM;
+        (0..MAX_SLOT_NUM)
+            .map(|i| (from + i) % MAX_SLOT_NUM)
+            .find(|&s| table.slots[s].backend.is_some())
+            .map(|s| s as u16)
+    }
+
+    /// Routes a command by its keys: all of them must be served by one group.
+    fn forward(&mut self, cmd: &'static Command, req: Request, start: Instant) {
+        let spec = resolve_spec(cmd, &req);
+        if matches!(cmd.name, "XREAD" | "XREADGROUP")
+            && req.args().any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+        {
+            return self.fail(cmd, start, "ERR blocking commands are not supported by codis-proxy yet; use XREAD without BLOCK and poll");
+        }
+        let table = self.shared.router.load();
+        let mut first: Option<u16> = None;
+        let mut cross = false;
+        let mut check = |slot: u16| match first {
+            None => first = Some(slot),
+            Some(f) => cross |= !same_group(&table.slots[f as usize], &table.slots[slot as usize]),
+        };
+        match spec {
+            Some(spec) => {
+                spec.for_each_key(req.argc(), |i| req.get(i), |i| check(slot_of(req.arg(i))))
+            }
+            // Unknown to the table: routed by the first argument, as Codis does.
+            None if cmd.spec.is_none() => {
+                if let Some(k) = req.get(1) {
+                    check(slot_of(k))
+                }
+            }
+            None => {}
+        }
+        if cross {
+            return self.fail(
+                cmd,
+                start,
+                &format!(
+                    "CROSSSLOT Keys in request don't hash to the same group ('{}'); give them a common hash tag such as {{user1000}}",
+                    cmd.name
+                ),
+            );
+        }
+        let slot = match first {
+            Some(slot) => slot,
+            None => match self.any_slot(&table) {
+                Some(slot) => slot,
+                None => {
+                    return self.fail(
+                        cmd,
+                        start,
+                        "ERR no slot has a backend yet; assign slots to groups first",
+                    );
+                }
+            },
+        };
+        drop(table);
+        self.send_to(cmd, Target::Slot(slot), req, start)
+    }
+
+    fn send_to(&mut self, cmd: &'static Command, target: Target, req: Request, start: Instant) {
+        self.send_with_state(cmd, target, req, start, State::Waiting)
+    }
+
+    /// Sends one request and records its pending entry. A request for a locked slot is
+    /// held back (with everything after it) until the slot is unlocked.
+    fn send_with_state(
+        &mut self,
+        cmd: &'static Command,
+        target: Target,
+        req: Request,
+        start: Instant,
+        state: State,
+    ) {
+        self.seed = self.seed.wrapping_add(1);
+        let slot = match target {
+            Target::Pool(pool) => {
+                let seq = self.pending.push(cmd.id, start, state);
+                let reply = ReplyTo::new(self.inbox.clone(), seq, 0, Tickets::None);
+                pool.conn(self.db, self.seed).send(BackendRequest {
+                    payload: req.raw().clone(),
+                    reply,
+                });
+                return;
+            }
+            Target::Slot(slot) => slot,
+        };
+        let router = self.shared.router.clone();
+        loop {
+            let table = router.load();
+            let route = &table.slots[slot as usize];
+            if route.locked() {
+                self.stalled = Some(req);
+                return;
+            }
+            if route.backend.is_none() {
+                return self.fail(cmd, start, &not_ready(slot));
+            }
+            if route.migrate_from.is_some() {
+                return self.fail(
+                    cmd,
+                    start,
+                    &format!("ERR slot {slot} is migrating; retry shortly"),
+                );
+            }
+            let Some(ticket) = router.enter(&table, slot) else {
+                continue;
+            };
+            let seq = self.pending.push(cmd.id, start, state);
+            let reply = ReplyTo::new(
+                self.inbox.clone(),
+                seq,
+                0,
+                Tickets::One(ticket.slot, ticket.parity),
+            );
+            let conn = pick_conn(
+                route,
+                cmd,
+                self.db,
+                self.seed,
+                self.shared.config.backend_primary_only,
+            );
+            conn.send(BackendRequest {
+                payload: req.raw().clone(),
+                reply,
+            });
+            return;
+        }
+    }
+
+    /// Splits a multi-key command into one sub-request per backend and merges the replies.
+    fn split(&mut self, cmd: &'static Command, kind: SplitKind, req: Request, start: Instant) {
+        let stride = kind.stride();
+        if !(req.argc() - 1).is_multiple_of(stride) {
+            return self.fail(cmd, start, &arity_error(cmd.name));
+        }
+        let nkeys = (req.argc() - 1) / stride;
+        let router = self.shared.router.clone();
+        'retry: loop {
+            let table = router.load();
+            // Group the keys by backend, in order of first appearance.
+            let mut parts: Vec<Part> = Vec::new();
+            let mut positions: Vec<(u32, u32)> =
+                Vec::with_capacity(if kind == SplitKind::Mget { nkeys } else { 0 });
+            for k in 0..nkeys {
+                let arg = 1 + k * stride;
+                let slot = slot_of(req.arg(arg));
+                let route = &table.slots[slot as usize];
+                if route.locked() {
+                    self.stalled = Some(req);
+                    return;
+                }
+                let Some(backend) = &route.backend else {
+                    return self.fail(cmd, start, &not_ready(slot));
+                };
+                if route.migrate_from.is_some() {
+                    return self.fail(
+                        cmd,
+                        start,
+                        &format!("ERR slot {slot} is migrating; retry shortly"),
+                    );
+                }
+                let p = match parts.iter().position(|p| Arc::ptr_eq(&p.backend, backend)) {
+                    Some(p) => p,
+                    None => {
+                        parts.push(Part {
+                            backend: backend.clone(),
+                            first_slot: slot,
+                            args: Vec::new(),
+                            slots: Vec::new(),
+                        });
+                        parts.len() - 1
+                    }
+                };
+                let part = &mut parts[p];
+                if kind == SplitKind::Mget {
+                    positions.push((p as u32, part.args.len() as u32));
+                }
+                part.args.push(arg);
+                if !part.slots.contains(&slot) {
+                    part.slots.push(slot);
+                }
+            }
+            // Count every slot in before sending anything; re-route if the table moved.
+            let mut tickets: Vec<Vec<(u16, u8)>> = Vec::with_capacity(parts.len());
+            for part in &parts {
+                let mut t = Vec::with_capacity(part.slots.len());
+                for &slot in &part.slots {
+                    match router.enter(&table, slot) {
+                        Some(ticket) => t.push((ticket.slot, ticket.parity)),
+                        None => {
+                            for (slot, parity) in tickets.into_iter().flatten().chain(t) {
+                                router.gates().leave(slot, parity);
+                            }
+                            continue 'retry;
+                        }
+                    }
+                }
+                tickets.push(t);
+            }
+            let single = parts.len() == 1;
+            let state = if single {
+                State::Waiting
+            } else {
+                State::Split(Box::new(Split::new(kind, parts.len(), positions)))
+            };
+            let seq = self.pending.push(cmd.id, start, state);
+            let primary_only = self.shared.config.backend_primary_only;
+            for (i, (part, t)) in parts.iter().zip(tickets).enumerate() {
+                let payload = if single {
+                    // Everything on one backend: forward the client's bytes untouched.
+                    req.raw().clone()
+                } else {
+                    let args = std::iter::once(req.arg(0)).chain(
+                        part.args
+                            .iter()
+                            .flat_map(|&a| (a..a + stride).map(|j| req.arg(j))),
+                    );
+                    encode_args(args, 1 + part.args.len() * stride)
+                };
+                let tickets = if t.len() == 1 {
+                    Tickets::One(t[0].0, t[0].1)
+                } else {
+                    Tickets::Many(t.into_boxed_slice())
+                };
+                let reply = ReplyTo::new(self.inbox.clone(), seq, i as u32, tickets);
+                let route = &table.slots[part.first_slot as usize];
+                pick_conn(route, cmd, self.db, self.seed, primary_only)
+                    .send(BackendRequest { payload, reply });
+            }
+            return;
+        }
+    }
+}
+
+/// The keys of a split command that one backend serves.
+struct Part {
+    backend: Arc<BackendPool>,
+    first_slot: u16,
+    /// Argument index of each key (its value follows for `MSET`).
+    args: Vec<usize>,
+    slots: Vec<u16>,
+}
+
+fn encode_args<'a>(args: impl Iterator<Item = &'a [u8]>, count: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + count * 24);
+    out.put_array_len(count);
+    for a in args {
+        out.put_bulk(a);
+    }
+    out.freeze()
+}
+
+/// The spec that describes `req`: the subcommand's for container commands.
+fn resolve_spec(cmd: &Command, req: &Request) -> Option<&'static CommandSpec> {
+    let spec = cmd.spec?;
+    if spec.subcommands.is_empty() {
+        return Some(spec);
+    }
+    req.get(1).and_then(|a| spec.subcommand(a))
+}
+
+/// Whether two slots are served by the same backend (and are not mid-migration apart).
+fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
+    let eq = |x: &Option<Arc<BackendPool>>, y: &Option<Arc<BackendPool>>| match (x, y) {
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        (None, None) => true,
+        _ => false,
+    };
+    eq(&a.backend, &b.backend) && eq(&a.migrate_from, &b.migrate_from)
+}
+
+/// The connection for a request on `route`: a replica for reads when the slot has
+/// replica groups and one of them is connected (best tier first), else the master.
+fn pick_conn<'a>(
+    route: &'a SlotRoute,
+    cmd: &Command,
+    db: usize,
+    seed: usize,
+    primary_only: bool,
+) -> &'a BackendConn {
+    let master = route
+        .backend
+        .as_ref()
+        .expect("caller checked the slot has a backend");
+    if !primary_only && cmd.is_read_only() && !cmd.is_master_only() && route.migrate_from.is_none()
+    {
+        for tier in route.replicas.iter() {
+            let n = tier.len();
+            for i in 0..n {
+                if let Some(conn) = tier[(seed + i) % n].conn_if_up(db, seed) {
+                    return conn;
+                }
+            }
+        }
+    }
+    master.conn(db, seed)
+}
+
+fn arity_error(name: &str) -> String {
+    format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    )
+}
+
+fn not_ready(slot: u16) -> String {
+    format!("ERR slot {slot} is not ready, may be offline (assign it to a group)")
+}
+
+fn unknown_backend(addr: &[u8]) -> String {
+    format!(
+        "ERR backend server '{}' not found",
+        String::from_utf8_lossy(addr)
+    )
+}
+
+fn parse_slot(arg: Option<&[u8]>) -> Result<u16, String> {
+    let Some(arg) = arg else {
+        return Err("ERR missing slot number".into());
+    };
+    let text = String::from_utf8_lossy(arg);
+    match text.parse::<i64>() {
+        Ok(n) if (0..MAX_SLOT_NUM as i64).contains(&n) => Ok(n as u16),
+        Ok(_) => Err(format!("ERR parse slotnum '{text}' failed, out of range")),
+        Err(e) => Err(format!("ERR parse slotnum '{text}' failed, {e}")),
+    }
+}
+
+/// Compares secrets without revealing the position of the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

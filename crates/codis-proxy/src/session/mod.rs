@@ -1,0 +1,242 @@
+//! One client connection.
+//!
+//! A session is one task. It reads requests, routes each one as soon as it is parsed
+//! (to a backend connection's queue, or answered locally), and writes replies back in
+//! request order as they arrive in its [`Inbox`]. There is no per-request task or
+//! channel hop beyond the backend connection's own.
+//!
+//! Backpressure instead of disconnection: with `session_max_pipeline` requests in
+//! flight the session simply stops reading; the kernel's socket buffers then push back
+//! on the client, which resumes as soon as replies drain.
+
+mod dispatch;
+mod pending;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use bytes::{Bytes, BytesMut};
+use codis_resp::{Request, RequestParser};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use crate::config::Config;
+use crate::io::{Conn, OutQueue, read_available};
+use crate::proxy::Shared;
+use crate::reply::{Delivery, Inbox, error_reply};
+use crate::stats::LocalStats;
+use pending::Pending;
+
+/// Serves one client until it quits, errs or the proxy shuts down.
+pub async fn serve<C: Conn>(conn: C, shared: Arc<Shared>) {
+    let mut session = Session::new(shared);
+    session.run(&conn).await;
+    session.finish();
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    inbox: Arc<Inbox>,
+    parser: RequestParser,
+    rbuf: BytesMut,
+    recv_chunk: usize,
+    out: OutQueue,
+    pending: Pending,
+    deliveries: Vec<Delivery>,
+    stats: LocalStats,
+    max_pipeline: usize,
+    db: usize,
+    authorized: bool,
+    /// No more requests are read (QUIT, protocol error, failure with break-on-failure).
+    closing: bool,
+    /// A request waiting for its slot to be unlocked.
+    stalled: Option<Request>,
+    changes: watch::Receiver<u64>,
+    seed: usize,
+    last_request: Instant,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>) -> Session {
+        let config: &Config = &shared.config;
+        let seed = rand_seed();
+        Session {
+            inbox: Inbox::new(shared.router.gates().clone()),
+            parser: RequestParser::new(shared.limits),
+            rbuf: BytesMut::new(),
+            recv_chunk: Config::clamp_buf(config.session_recv_bufsize).min(64 << 10),
+            out: OutQueue::default(),
+            pending: Pending::default(),
+            deliveries: Vec::new(),
+            stats: LocalStats::default(),
+            max_pipeline: config.session_max_pipeline.max(1) as usize,
+            db: 0,
+            authorized: config.session_auth.is_empty(),
+            closing: false,
+            stalled: None,
+            changes: shared.router.subscribe(),
+            seed,
+            last_request: Instant::now(),
+            shared,
+        }
+    }
+
+    async fn run<C: Conn>(&mut self, conn: &C) {
+        let idle_timeout = self.shared.config.session_recv_timeout.duration();
+        let send_timeout = self.shared.config.session_send_timeout.duration();
+        let tick = Duration::from_secs(1);
+        let mut next_tick = Instant::now() + tick;
+        let mut write_stalled: Option<Instant> = None;
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut eof = false;
+        loop {
+            self.collect();
+            if !self.out.is_empty() {
+                match self.out.write_to(conn) {
+                    Ok(n) if n > 0 => write_stalled = None,
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+                if !self.out.is_empty() && write_stalled.is_none() {
+                    write_stalled = Some(Instant::now());
+                }
+            }
+            if (self.closing || eof)
+                && self.pending.is_empty()
+                && self.out.is_empty()
+                && self.stalled.is_none()
+            {
+                return;
+            }
+            let can_read = !self.closing
+                && !eof
+                && self.stalled.is_none()
+                && self.pending.len() < self.max_pipeline;
+            tokio::select! {
+                biased;
+                _ = self.inbox.wait() => {}
+                r = conn.readable(), if can_read => {
+                    if r.is_err() {
+                        return;
+                    }
+                    match read_available(conn, &mut self.rbuf, self.recv_chunk) {
+                        Ok(0) => eof = true,
+                        Ok(_) => {
+                            self.last_request = Instant::now();
+                            self.process_input();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                }
+                r = conn.writable(), if !self.out.is_empty() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+                r = self.changes.changed(), if self.stalled.is_some() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if let Some(req) = self.stalled.take() {
+                        self.dispatch_request(req, StdInstant::now());
+                        self.process_input();
+                    }
+                }
+                _ = shutdown.changed() => return,
+                _ = sleep_until(next_tick) => {
+                    let now = Instant::now();
+                    next_tick = now + tick;
+                    self.stats.flush(&self.shared.stats, now.into_std(), false);
+                    if let Some(since) = write_stalled
+                        && !send_timeout.is_zero()
+                        && now - since >= send_timeout
+                    {
+                        tracing::info!("session closed: client did not read replies for {send_timeout:?}");
+                        return;
+                    }
+                    if !idle_timeout.is_zero() && self.pending.is_empty() && now - self.last_request >= idle_timeout {
+                        tracing::info!("session closed: idle for {idle_timeout:?}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves arrived replies into place and queues every reply that is next in order.
+    fn collect(&mut self) {
+        self.inbox.take(&mut self.deliveries);
+        for d in self.deliveries.drain(..) {
+            self.pending.deliver(d);
+        }
+        let mut now = None;
+        let before = self.pending.len();
+        while let Some((entry, reply, proxy_error)) = self.pending.pop_ready() {
+            let now = *now.get_or_insert_with(StdInstant::now);
+            let redis_error = !proxy_error && reply.first() == Some(&b'-');
+            self.stats.record(
+                entry.cmd,
+                now.saturating_duration_since(entry.start),
+                proxy_error,
+                redis_error,
+            );
+            self.out.push(&reply);
+        }
+        if before >= self.max_pipeline && self.pending.len() < self.max_pipeline {
+            // Backpressure released: requests already buffered can proceed.
+            self.process_input();
+        }
+    }
+
+    /// Parses and dispatches buffered requests while the pipeline has room.
+    fn process_input(&mut self) {
+        let now = StdInstant::now();
+        while !self.closing && self.stalled.is_none() && self.pending.len() < self.max_pipeline {
+            match self.parser.parse(&mut self.rbuf) {
+                Ok(Some(req)) => self.dispatch_request(req, now),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!("session closed: {e}");
+                    self.reply_now(
+                        crate::command::UNKNOWN.id,
+                        now,
+                        error_reply(&format!("ERR {e}")),
+                        true,
+                    );
+                    self.closing = true;
+                    self.rbuf = BytesMut::new();
+                }
+            }
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * self.recv_chunk {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Queues a reply the proxy produced itself.
+    fn reply_now(&mut self, cmd: u16, start: StdInstant, reply: Bytes, proxy_error: bool) {
+        self.pending
+            .push(cmd, start, pending::State::Ready { reply, proxy_error });
+        if proxy_error && self.shared.config.session_break_on_failure {
+            self.closing = true;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.stats
+            .flush(&self.shared.stats, StdInstant::now(), true);
+    }
+}
+
+fn rand_seed() -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish() as usize
+}

@@ -1,0 +1,298 @@
+//! Requests of one session that have not been answered yet, in request order.
+//!
+//! Every request gets a sequence number and an entry here. Backends answer in any order
+//! across connections; entries fill in as replies arrive and leave from the front only,
+//! so the client sees replies exactly in the order it sent requests.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use codis_resp::{Encoder, ReplyKind, ReplyView, parse_integer};
+
+use crate::command::SplitKind;
+use crate::reply::Delivery;
+
+pub(crate) enum State {
+    /// Answered; `proxy_error` marks errors the proxy made up.
+    Ready { reply: Bytes, proxy_error: bool },
+    /// Waiting for the one reply of a forwarded request.
+    Waiting,
+    /// Waiting for the parts of a split multi-key command.
+    Split(Box<Split>),
+    /// `INFO`: the backend's reply is appended to this proxy section.
+    Info(Bytes),
+}
+
+pub(crate) struct Entry {
+    pub cmd: u16,
+    pub start: Instant,
+    pub state: State,
+}
+
+/// The parts of one split command and how to put their replies back together.
+pub(crate) struct Split {
+    kind: SplitKind,
+    parts: Vec<Option<(Bytes, bool)>>,
+    remaining: usize,
+    /// For `MGET`: each key's part and position within that part's reply.
+    positions: Vec<(u32, u32)>,
+}
+
+impl Split {
+    pub fn new(kind: SplitKind, parts: usize, positions: Vec<(u32, u32)>) -> Split {
+        Split {
+            kind,
+            parts: vec![None; parts],
+            remaining: parts,
+            positions,
+        }
+    }
+
+    /// The merged reply, once every part has answered.
+    fn merge(&self) -> (Bytes, bool) {
+        let parts: Vec<&(Bytes, bool)> = self
+            .parts
+            .iter()
+            .map(|p| p.as_ref().expect("all parts answered"))
+            .collect();
+        let proxy_error = parts.iter().any(|p| p.1);
+        let mut out = BytesMut::new();
+        match self.kind {
+            SplitKind::Mget => {
+                let elements: Vec<Option<Vec<std::ops::Range<usize>>>> = parts
+                    .iter()
+                    .map(|(r, _)| ReplyView::array_elements(r))
+                    .collect();
+                out.put_array_len(self.positions.len());
+                for &(part, pos) in &self.positions {
+                    let reply = &parts[part as usize].0;
+                    match elements[part as usize]
+                        .as_ref()
+                        .and_then(|e| e.get(pos as usize))
+                    {
+                        Some(range) => out.put_slice(&reply[range.clone()]),
+                        // The part failed as a whole: its keys get its error.
+                        None if ReplyKind::of(reply) == ReplyKind::Error => out.put_slice(reply),
+                        None => out.put_error("ERR unexpected reply from backend to MGET"),
+                    }
+                }
+            }
+            SplitKind::Mset => match parts.iter().find(|(r, _)| &r[..] != b"+OK\r\n") {
+                Some((r, _)) => return (r.clone(), proxy_error),
+                None => out.put_simple(b"OK"),
+            },
+            SplitKind::Sum => {
+                let mut sum = 0i64;
+                for (r, _) in &parts {
+                    match parse_integer(r) {
+                        Some(n) => sum += n,
+                        None => return (r.clone(), proxy_error),
+                    }
+                }
+                out.put_integer(sum);
+            }
+        }
+        (out.freeze(), proxy_error)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// Sequence number of `entries[0]`.
+    base: u64,
+    entries: VecDeque<Entry>,
+}
+
+impl Pending {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The sequence number the next pushed entry will get.
+    pub fn next_seq(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    pub fn push(&mut self, cmd: u16, start: Instant, state: State) -> u64 {
+        let seq = self.next_seq();
+        self.entries.push_back(Entry { cmd, start, state });
+        seq
+    }
+
+    /// Fills in a reply.
+    pub fn deliver(&mut self, d: Delivery) {
+        let Some(idx) = d.seq.checked_sub(self.base) else {
+            return;
+        };
+        let Some(entry) = self.entries.get_mut(idx as usize) else {
+            return;
+        };
+        match &mut entry.state {
+            State::Waiting => {
+                entry.state = State::Ready {
+                    reply: d.reply,
+                    proxy_error: d.proxy_error,
+                }
+            }
+            State::Split(split) => {
+                let slot = &mut split.parts[d.part as usize];
+                if slot.is_none() {
+                    *slot = Some((d.reply, d.proxy_error));
+                    split.remaining -= 1;
+                }
+                if split.remaining == 0 {
+                    let (reply, proxy_error) = split.merge();
+                    entry.state = State::Ready { reply, proxy_error };
+                }
+            }
+            State::Info(section) => {
+                let (reply, proxy_error) = (info_reply(section, &d.reply), d.proxy_error);
+                entry.state = State::Ready { reply, proxy_error };
+            }
+            State::Ready { .. } => {}
+        }
+    }
+
+    /// Takes the first entry if it is answered.
+    pub fn pop_ready(&mut self) -> Option<(Entry, Bytes, bool)> {
+        if !matches!(self.entries.front()?.state, State::Ready { .. }) {
+            return None;
+        }
+        let entry = self.entries.pop_front()?;
+        self.base += 1;
+        let State::Ready { reply, proxy_error } = &entry.state else {
+            unreachable!()
+        };
+        let (reply, proxy_error) = (reply.clone(), *proxy_error);
+        Some((entry, reply, proxy_error))
+    }
+}
+
+/// The proxy's INFO section followed by the backend's INFO text.
+fn info_reply(section: &[u8], backend: &Bytes) -> Bytes {
+    let mut text = BytesMut::from(section);
+    let body = if backend.first() == Some(&b'$') {
+        // "$<len>\r\n<body>\r\n"
+        backend
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|nl| &backend[nl + 1..backend.len().saturating_sub(2)])
+    } else {
+        None
+    };
+    match body {
+        Some(body) => {
+            text.put_slice(b"\r\n");
+            text.put_slice(body);
+        }
+        None => {
+            let msg =
+                ReplyView::error_text(backend).map(|e| String::from_utf8_lossy(e).into_owned());
+            text.put_slice(
+                format!(
+                    "\r\n# Backend\r\nbackend_error:{}\r\n",
+                    msg.unwrap_or_default()
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    let mut out = BytesMut::with_capacity(text.len() + 16);
+    out.put_bulk(&text);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deliver(p: &mut Pending, seq: u64, part: u32, reply: &'static [u8]) {
+        p.deliver(Delivery {
+            seq,
+            part,
+            reply: Bytes::from_static(reply),
+            proxy_error: false,
+        });
+    }
+
+    #[test]
+    fn replies_leave_in_request_order() {
+        let mut p = Pending::default();
+        let now = Instant::now();
+        let a = p.push(0, now, State::Waiting);
+        let b = p.push(0, now, State::Waiting);
+        deliver(&mut p, b, 0, b"+B\r\n");
+        assert!(p.pop_ready().is_none(), "b must wait for a");
+        deliver(&mut p, a, 0, b"+A\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b"+A\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b"+B\r\n");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn mget_merges_in_key_order_with_per_key_errors() {
+        let mut p = Pending::default();
+        // keys k0 k1 k2 k3: parts 0 = [k0, k2], 1 = [k1], 2 = [k3]
+        let split = Split::new(SplitKind::Mget, 3, vec![(0, 0), (1, 0), (0, 1), (2, 0)]);
+        let seq = p.push(0, Instant::now(), State::Split(Box::new(split)));
+        deliver(&mut p, seq, 1, b"*1\r\n$2\r\nv1\r\n");
+        deliver(&mut p, seq, 2, b"-ERR backend down\r\n");
+        assert!(p.pop_ready().is_none());
+        deliver(&mut p, seq, 0, b"*2\r\n$2\r\nv0\r\n$-1\r\n");
+        let (_, reply, _) = p.pop_ready().unwrap();
+        assert_eq!(
+            &reply[..],
+            b"*4\r\n$2\r\nv0\r\n$2\r\nv1\r\n$-1\r\n-ERR backend down\r\n"
+        );
+    }
+
+    #[test]
+    fn sums_and_mset() {
+        let mut p = Pending::default();
+        let s = p.push(
+            0,
+            Instant::now(),
+            State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))),
+        );
+        deliver(&mut p, s, 0, b":2\r\n");
+        deliver(&mut p, s, 1, b":3\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b":5\r\n");
+        let s = p.push(
+            0,
+            Instant::now(),
+            State::Split(Box::new(Split::new(SplitKind::Mset, 2, vec![]))),
+        );
+        deliver(&mut p, s, 0, b"+OK\r\n");
+        deliver(&mut p, s, 1, b"-ERR x\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b"-ERR x\r\n");
+        let s = p.push(
+            0,
+            Instant::now(),
+            State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))),
+        );
+        deliver(&mut p, s, 0, b"-ERR y\r\n");
+        deliver(&mut p, s, 1, b":1\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b"-ERR y\r\n");
+    }
+
+    #[test]
+    fn info_prepends_proxy_section() {
+        let mut p = Pending::default();
+        let s = p.push(
+            0,
+            Instant::now(),
+            State::Info(Bytes::from_static(b"# Proxy\r\na:1\r\n")),
+        );
+        deliver(&mut p, s, 0, b"$15\r\n# Server\r\nb:2\r\n\r\n");
+        let (_, reply, _) = p.pop_ready().unwrap();
+        assert_eq!(
+            &reply[..],
+            b"$31\r\n# Proxy\r\na:1\r\n\r\n# Server\r\nb:2\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! Test harness shared by codis-rs integration tests.
+//!
+//! Tests run against real servers: [`RedisServer`] starts `redis-server` on a free
+//! loopback port with its own directory and stops it on drop; [`Client`] is a minimal
+//! RESP client over `codis-resp`; [`wait_until`] polls a condition with a deadline
+//! (tests never sleep to synchronise).
+
+mod client;
+mod server;
+
+pub use client::{Client, Value};
+pub use server::{RedisServer, free_port, redis_available};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 10 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
