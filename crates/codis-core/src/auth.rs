@@ -52,14 +52,8 @@ mod tests {
     #[test]
     fn xauth_matches_codis() {
         // Reference values from `printf '%s' 'Codis-XAuth-[...]' | sha256sum | cut -c1-32`.
-        assert_eq!(
-            new_xauth(&["codis-demo", "", "t"]),
-            "2e05b13b6f92502d23713634034e4423"
-        );
-        assert_eq!(
-            new_xauth(&["codis-demo"]),
-            "95b62887719520f17e312eaa76d28f2b"
-        );
+        assert_eq!(new_xauth(&["codis-demo", "", "t"]), "2e05b13b6f92502d23713634034e4423");
+        assert_eq!(new_xauth(&["codis-demo"]), "95b62887719520f17e312eaa76d28f2b");
     }
 
     #[test]

@@ -5,11 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The current UTC time as Go prints `time.Time` (`2006-01-02 15:04:05.999999999 +0000 UTC`),
 /// the format Codis uses for `start_time`.
 pub fn now_string() -> String {
-    format_unix(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
+    format_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
 fn format_unix(d: std::time::Duration) -> String {
@@ -45,17 +41,8 @@ mod tests {
 
     #[test]
     fn formats_like_go() {
-        assert_eq!(
-            format_unix(Duration::from_secs(0)),
-            "1970-01-01 00:00:00.000000000 +0000 UTC"
-        );
-        assert_eq!(
-            format_unix(Duration::new(1_795_000_000, 5)),
-            "2026-11-18 11:06:40.000000005 +0000 UTC"
-        );
-        assert_eq!(
-            format_unix(Duration::from_secs(951_782_400)),
-            "2000-02-29 00:00:00.000000000 +0000 UTC"
-        );
+        assert_eq!(format_unix(Duration::from_secs(0)), "1970-01-01 00:00:00.000000000 +0000 UTC");
+        assert_eq!(format_unix(Duration::new(1_795_000_000, 5)), "2026-11-18 11:06:40.000000005 +0000 UTC");
+        assert_eq!(format_unix(Duration::from_secs(951_782_400)), "2000-02-29 00:00:00.000000000 +0000 UTC");
     }
 }

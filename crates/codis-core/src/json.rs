@@ -20,11 +20,7 @@ impl Formatter for GoFormatter<'_> {
     fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_array(w)
     }
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         self.0.begin_array_value(w, first)
     }
     fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -36,11 +32,7 @@ impl Formatter for GoFormatter<'_> {
     fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_object(w)
     }
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         self.0.begin_object_key(w, first)
     }
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -50,11 +42,7 @@ impl Formatter for GoFormatter<'_> {
         self.0.end_object_value(w)
     }
 
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             let esc = match c {
@@ -72,11 +60,7 @@ impl Formatter for GoFormatter<'_> {
         w.write_all(&fragment.as_bytes()[start..])
     }
 
-    fn write_char_escape<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        escape: CharEscape,
-    ) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + io::Write>(&mut self, w: &mut W, escape: CharEscape) -> io::Result<()> {
         // Go writes \b and \f as \u0008 and \u000c; everything else matches serde_json.
         match escape {
             CharEscape::Backspace => w.write_all(b"\\u0008"),
@@ -89,8 +73,7 @@ impl Formatter for GoFormatter<'_> {
 /// Serialises `v` as Go's `json.MarshalIndent(v, "", "    ")` would.
 pub fn to_vec_pretty<T: Serialize + ?Sized>(v: &T) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
-    let mut ser =
-        Serializer::with_formatter(&mut out, GoFormatter(PrettyFormatter::with_indent(b"    ")));
+    let mut ser = Serializer::with_formatter(&mut out, GoFormatter(PrettyFormatter::with_indent(b"    ")));
     v.serialize(&mut ser)?;
     Ok(out)
 }

@@ -21,14 +21,8 @@ pub struct SizeError {
 }
 
 const KB: i64 = 1 << 10;
-const UNITS: [(&str, i64); 6] = [
-    ("pb", KB << 40),
-    ("tb", KB << 30),
-    ("gb", KB << 20),
-    ("mb", KB << 10),
-    ("kb", KB),
-    ("b", 1),
-];
+const UNITS: [(&str, i64); 6] =
+    [("pb", KB << 40), ("tb", KB << 30), ("gb", KB << 20), ("mb", KB << 10), ("kb", KB), ("b", 1)];
 
 /// A size in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -210,13 +204,7 @@ mod tests {
         assert!(b("12xb").is_err());
         assert!(b("kb").is_err());
         assert!(b("99999999pb").is_err());
-        for (v, s) in [
-            (0, "0"),
-            (128 << 10, "128kb"),
-            (1 << 30, "1gb"),
-            (1000, "1000"),
-            (256 << 20, "256mb"),
-        ] {
+        for (v, s) in [(0, "0"), (128 << 10, "128kb"), (1 << 30, "1gb"), (1000, "1000"), (256 << 20, "256mb")] {
             assert_eq!(ByteSize(v).to_string(), s);
         }
     }
@@ -251,14 +239,8 @@ mod tests {
             b: TimeSize,
         }
         let c: C = serde_json::from_str(r#"{"a":"64kb","b":"20s"}"#).unwrap();
-        assert_eq!(
-            serde_json::to_string(&c).unwrap(),
-            r#"{"a":"64kb","b":"20s"}"#
-        );
-        let e = serde_json::from_str::<C>(r#"{"a":"64zb","b":"20s"}"#)
-            .err()
-            .unwrap()
-            .to_string();
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"a":"64kb","b":"20s"}"#);
+        let e = serde_json::from_str::<C>(r#"{"a":"64zb","b":"20s"}"#).err().unwrap().to_string();
         assert!(e.contains("invalid byte size \"64zb\""), "{e}");
     }
 }

@@ -54,23 +54,14 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/proxy/loglevel/{xauth}/{value}", put(loglevel))
         .route("/api/proxy/fillslots/{xauth}", put(fillslots))
         .route("/api/proxy/sentinels/{xauth}", put(set_sentinels))
-        .route(
-            "/api/proxy/sentinels/{xauth}/rewatch",
-            put(rewatch_sentinels),
-        )
+        .route("/api/proxy/sentinels/{xauth}/rewatch", put(rewatch_sentinels))
         .with_state(shared)
 }
 
 /// JSON as Codis writes it (Go's MarshalIndent layout).
 fn json<T: Serialize>(v: &T) -> Response {
     match codis_core::json::to_vec_pretty(v) {
-        Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            )],
-            body,
-        )
+        Ok(body) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"))], body)
             .into_response(),
         Err(e) => error(&e.to_string()),
     }
@@ -85,17 +76,9 @@ fn error(cause: &str) -> Response {
         #[serde(rename = "Stack")]
         stack: Option<()>,
     }
-    let body =
-        codis_core::json::to_vec_pretty(&RemoteError { cause, stack: None }).unwrap_or_default();
+    let body = codis_core::json::to_vec_pretty(&RemoteError { cause, stack: None }).unwrap_or_default();
     let status = StatusCode::from_u16(800).expect("800 is a valid status code");
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        )],
-        body,
-    )
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"))], body)
         .into_response()
 }
 
@@ -178,24 +161,16 @@ fn stats_view(shared: &Shared, flags: u32) -> StatsView {
         ops: OpsStats {
             total: s.total.load(Ordering::Relaxed),
             fails: s.fails.load(Ordering::Relaxed),
-            redis: RedisStats {
-                errors: s.redis_errors.load(Ordering::Relaxed),
-            },
+            redis: RedisStats { errors: s.redis_errors.load(Ordering::Relaxed) },
             qps: s.qps.load(Ordering::Relaxed),
-            cmd: if flags & STATS_CMDS != 0 {
-                s.op_stats()
-            } else {
-                Vec::new()
-            },
+            cmd: if flags & STATS_CMDS != 0 { s.op_stats() } else { Vec::new() },
         },
         sessions: SessionStats {
             total: s.sessions_total.load(Ordering::Relaxed),
             alive: s.sessions_alive.load(Ordering::Relaxed),
         },
         rusage: shared.rusage.get(),
-        backend: BackendStats {
-            primary_only: shared.config.backend_primary_only,
-        },
+        backend: BackendStats { primary_only: shared.config.backend_primary_only },
     }
 }
 
@@ -218,11 +193,7 @@ async fn overview(State(shared): S) -> Response {
         config: &shared.config,
         model: &shared.model,
         stats: stats_view(&shared, flags),
-        slots: if flags & STATS_SLOTS != 0 {
-            shared.router.slots()
-        } else {
-            Vec::new()
-        },
+        slots: if flags & STATS_SLOTS != 0 { shared.router.slots() } else { Vec::new() },
     })
 }
 
@@ -258,9 +229,7 @@ async fn stats_flags(State(shared): S, Path((xauth, flags)): Path<(String, Strin
     }
     match flags.parse::<u32>() {
         Ok(flags) => json(&stats_view(&shared, flags)),
-        Err(_) => error(&format!(
-            "invalid stats flags {flags:?}: use a number (1 = per-command stats)"
-        )),
+        Err(_) => error(&format!("invalid stats flags {flags:?}: use a number (1 = per-command stats)")),
     }
 }
 
@@ -329,9 +298,7 @@ async fn fillslots(State(shared): S, Path(xauth): Path<String>, body: Bytes) -> 
     let slots: Vec<Slot> = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => {
-            return error(&format!(
-                "invalid slots JSON: {e} (expected an array of slots)"
-            ));
+            return error(&format!("invalid slots JSON: {e} (expected an array of slots)"));
         }
     };
     match shared.fill_slots(&slots).await {

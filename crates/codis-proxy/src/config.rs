@@ -9,18 +9,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid {key} = {value}: {hint}")]
-    Invalid {
-        key: &'static str,
-        value: String,
-        hint: &'static str,
-    },
+    Invalid { key: &'static str, value: String, hint: &'static str },
 }
 
 /// The default `proxy.toml`, printed by `codis-proxy --default-config`.
@@ -196,35 +189,23 @@ impl Default for Config {
 impl Config {
     /// Reads a config file; keys it leaves out keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.display().to_string(), message },
             other => other,
         })
     }
 
     /// Parses config text over the defaults, then validates it.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut merged: toml::Table =
-            toml::from_str(DEFAULT_CONFIG).expect("the default config parses");
-        let given: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: String::new(),
-            message: e.to_string(),
-        })?;
+        let mut merged: toml::Table = toml::from_str(DEFAULT_CONFIG).expect("the default config parses");
+        let given: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
         merged.extend(given);
-        let config: Config =
-            merged
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: String::new(),
-                    message: e.to_string(),
-                })?;
+        let config: Config = merged
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -235,37 +216,17 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(
-            key: &'static str,
-            value: impl ToString,
-            hint: &'static str,
-        ) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                value: value.to_string(),
-                hint,
-            })
+        fn bad(key: &'static str, value: impl ToString, hint: &'static str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid { key, value: value.to_string(), hint })
         }
         if !matches!(self.proto_type.as_str(), "tcp" | "tcp4" | "tcp6" | "unix") {
-            return bad(
-                "proto_type",
-                &self.proto_type,
-                "use \"tcp\", \"tcp4\", \"tcp6\" or \"unix\"",
-            );
+            return bad("proto_type", &self.proto_type, "use \"tcp\", \"tcp4\", \"tcp6\" or \"unix\"");
         }
         if self.proxy_addr.is_empty() {
-            return bad(
-                "proxy_addr",
-                "\"\"",
-                "set the client listen address, like \"0.0.0.0:19000\"",
-            );
+            return bad("proxy_addr", "\"\"", "set the client listen address, like \"0.0.0.0:19000\"");
         }
         if self.admin_addr.is_empty() {
-            return bad(
-                "admin_addr",
-                "\"\"",
-                "set the admin listen address, like \"0.0.0.0:11080\"",
-            );
+            return bad("admin_addr", "\"\"", "set the admin listen address, like \"0.0.0.0:11080\"");
         }
         if let Err(e) = codis_core::validate_product(&self.product_name) {
             return Err(ConfigError::Invalid {
@@ -275,18 +236,10 @@ impl Config {
             });
         }
         if !matches!(self.jodis_name.as_str(), "" | "zookeeper" | "etcd") {
-            return bad(
-                "jodis_name",
-                &self.jodis_name,
-                "use \"zookeeper\" or \"etcd\" (or \"\" to disable)",
-            );
+            return bad("jodis_name", &self.jodis_name, "use \"zookeeper\" or \"etcd\" (or \"\" to disable)");
         }
         if !self.jodis_name.is_empty() && self.jodis_addr.is_empty() {
-            return bad(
-                "jodis_addr",
-                "\"\"",
-                "set the coordinator address when jodis_name is set",
-            );
+            return bad("jodis_addr", "\"\"", "set the coordinator address when jodis_name is set");
         }
         let positive: [(&'static str, i64); 5] = [
             ("backend_number_databases", self.backend_number_databases),
@@ -301,18 +254,10 @@ impl Config {
             }
         }
         if self.backend_number_databases > 1 << 16 {
-            return bad(
-                "backend_number_databases",
-                self.backend_number_databases,
-                "must be at most 65536",
-            );
+            return bad("backend_number_databases", self.backend_number_databases, "must be at most 65536");
         }
         if self.proxy_max_clients < 0 {
-            return bad(
-                "proxy_max_clients",
-                self.proxy_max_clients,
-                "must be 0 (no limit) or more",
-            );
+            return bad("proxy_max_clients", self.proxy_max_clients, "must be 0 (no limit) or more");
         }
         let sizes = [
             ("proxy_max_offheap_size", self.proxy_max_offheap_size),
@@ -370,9 +315,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = Config::from_toml("prodcut_name = \"x\"")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml("prodcut_name = \"x\"").unwrap_err().to_string();
         assert!(e.contains("prodcut_name"), "{e}");
     }
 

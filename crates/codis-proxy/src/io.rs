@@ -8,7 +8,11 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
+use std::os::fd::AsRawFd;
+use std::task::{Context, Poll};
+
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 /// Frames at least this large are queued by reference instead of copied.
@@ -24,6 +28,10 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
+    pub fn with_capacity(bytes: usize) -> OutQueue {
+        OutQueue { chunks: VecDeque::new(), tail: BytesMut::with_capacity(bytes), len: 0 }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -47,6 +55,23 @@ impl OutQueue {
     pub fn push_slice(&mut self, b: &[u8]) {
         self.tail.extend_from_slice(b);
         self.len += b.len();
+    }
+
+    /// Moves everything queued in `other` behind what is queued here.
+    pub fn append(&mut self, mut other: OutQueue) {
+        if other.len == 0 {
+            return;
+        }
+        if self.len == 0 {
+            *self = other;
+            return;
+        }
+        self.seal_tail();
+        self.len += other.len;
+        self.chunks.append(&mut other.chunks);
+        if !other.tail.is_empty() {
+            self.chunks.push_back(other.tail.freeze());
+        }
     }
 
     fn seal_tail(&mut self) {
@@ -105,24 +130,35 @@ impl OutQueue {
 }
 
 /// The socket operations the connection loops need; implemented for TCP and Unix sockets.
-pub trait Conn: Send + Sync + 'static {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+pub trait Conn: AsRawFd + Send + Sync + 'static {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Runs `f` as a read; a `WouldBlock` from `f` clears the read readiness.
+    fn try_read_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Resolves when the socket may be readable.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::poll_fn(|cx| self.poll_read_ready(cx))
+    }
+
+    /// Resolves when the socket may be writable.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::poll_fn(|cx| self.poll_write_ready(cx))
+    }
 }
 
 macro_rules! impl_conn {
     ($t:ty) => {
         impl Conn for $t {
-            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::readable(self)
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_read_ready(self, cx)
             }
-            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::writable(self)
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$t>::poll_write_ready(self, cx)
             }
-            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-                <$t>::try_read_buf(self, buf)
+            fn try_read_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+                <$t>::try_io(self, Interest::READABLE, f)
             }
             fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 <$t>::try_write_vectored(self, bufs)
@@ -134,11 +170,38 @@ macro_rules! impl_conn {
 impl_conn!(TcpStream);
 impl_conn!(UnixStream);
 
-/// Reads what is available into `buf`, growing it by `chunk` when full.
+/// Reads what is available into `buf`, growing it by `chunk` when nearly full.
 /// Returns `Ok(0)` at end of stream and `WouldBlock` when nothing was ready.
+///
+/// A read that does not fill the free space has drained the socket, so the readiness
+/// is cleared right away: the loop then waits for the next edge instead of spending a
+/// system call on a read that would only say "would block". Data arriving meanwhile
+/// raises a new edge, so nothing is missed.
 pub fn read_available<C: Conn>(conn: &C, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
     if buf.capacity() - buf.len() < chunk / 4 {
         buf.reserve(chunk);
     }
-    conn.try_read_buf(buf)
+    let fd = conn.as_raw_fd();
+    let mut got = 0;
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len();
+    let ptr = spare.as_mut_ptr() as *mut libc::c_void;
+    let r = conn.try_read_io(|| {
+        // SAFETY: `ptr` points to `room` writable bytes of `buf`'s spare capacity, which
+        // stays allocated and unaliased for the duration of this call.
+        let n = unsafe { libc::read(fd, ptr, room) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        got = n as usize;
+        if got > 0 && got < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(got) }
+    });
+    let n = match r {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => got,
+        Err(e) => return Err(e),
+    };
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }

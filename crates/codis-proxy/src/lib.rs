@@ -16,6 +16,7 @@ pub mod reply;
 pub mod router;
 pub mod session;
 pub mod stats;
+pub mod worker;
 
 pub use config::Config;
-pub use proxy::{Proxy, ProxyError};
+pub use proxy::{Options, Proxy, ProxyError};

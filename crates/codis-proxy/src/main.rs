@@ -10,19 +10,15 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use codis_core::models::Slot;
 use codis_proxy::config::{Config, DEFAULT_CONFIG};
-use codis_proxy::proxy::{LogControl, Proxy};
+use codis_proxy::proxy::{LogControl, Options, Proxy};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::reload;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "codis-proxy",
-    version,
-    about = "RESP proxy of codis-rs (Codis 3.2 compatible)"
-)]
+#[command(name = "codis-proxy", version, about = "RESP proxy of codis-rs (Codis 3.2 compatible)")]
 struct Args {
-    /// Worker threads (default: number of CPUs).
+    /// Worker threads serving clients (default: number of CPUs).
     #[arg(long)]
     ncpu: Option<usize>,
     /// Accepted for compatibility with Codis; threads are fixed at --ncpu.
@@ -100,35 +96,22 @@ fn main() -> Result<()> {
         Some(path) => Some(read_slots(path)?),
         None => None,
     };
-    let ncpu = args
-        .ncpu
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(ncpu)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run(config, slots, args.pidfile, log_control))
+    let ncpu = args.ncpu.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    // Sessions run on `ncpu` worker threads of their own; this runtime only accepts
+    // connections and serves the admin API.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let options = Options { workers: ncpu, log_control: Some(log_control) };
+    runtime.block_on(run(config, slots, args.pidfile, options))
 }
 
-async fn run(
-    config: Config,
-    slots: Option<Vec<Slot>>,
-    pidfile: Option<PathBuf>,
-    log_control: LogControl,
-) -> Result<()> {
-    let proxy = Proxy::bind(config, Some(log_control)).await?;
+async fn run(config: Config, slots: Option<Vec<Slot>>, pidfile: Option<PathBuf>, options: Options) -> Result<()> {
+    let proxy = Proxy::bind(config, options).await?;
+
     let _pid = pidfile.map(PidFile::create).transpose()?;
     if let Some(slots) = slots {
-        proxy
-            .fill_slots(&slots)
-            .await
-            .context("filling slots from --fillslots")?;
+        proxy.fill_slots(&slots).await.context("filling slots from --fillslots")?;
         proxy.start()?;
-        tracing::warn!(
-            slots = slots.len(),
-            "static mode: slots filled, proxy online"
-        );
+        tracing::warn!(slots = slots.len(), "static mode: slots filled, proxy online");
     } else {
         tracing::warn!("proxy waiting online: fill slots and start it through the admin API");
     }
@@ -144,10 +127,13 @@ async fn run(
 }
 
 fn read_slots(path: &PathBuf) -> Result<Vec<Slot>> {
-    let text = std::fs::read(path)
-        .with_context(|| format!("cannot read slots file {}", path.display()))?;
-    serde_json::from_slice(&text)
-        .with_context(|| format!("slots file {} is not a JSON array of slots like [{{\"id\":0,\"backend_addr\":\"127.0.0.1:6379\"}}]", path.display()))
+    let text = std::fs::read(path).with_context(|| format!("cannot read slots file {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "slots file {} is not a JSON array of slots like [{{\"id\":0,\"backend_addr\":\"127.0.0.1:6379\"}}]",
+            path.display()
+        )
+    })
 }
 
 /// Maps Codis level names to a tracing filter.
@@ -159,9 +145,7 @@ fn filter_for(level: &str) -> Result<EnvFilter, String> {
         "debug" => "debug",
         "none" => "off",
         other => {
-            return Err(format!(
-                "invalid log level {other:?}: use error, warn, info, debug or none"
-            ));
+            return Err(format!("invalid log level {other:?}: use error, warn, info, debug or none"));
         }
     };
     EnvFilter::try_new(level).map_err(|e| e.to_string())
@@ -179,16 +163,10 @@ fn init_logging(args: &Args) -> Result<LogControl> {
                 .open(path)
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_ansi(false)
-                        .with_writer(std::sync::Mutex::new(file)),
-                )
+                .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file)))
                 .init();
         }
-        None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .init(),
+        None => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init(),
     }
     Ok(Box::new(move |level: &str| {
         let f = filter_for(level)?;
@@ -198,33 +176,20 @@ fn init_logging(args: &Args) -> Result<LogControl> {
 
 /// Raises the open-files limit to `want` if the hard limit allows, else fails.
 fn ensure_nofile(want: u64) -> Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        bail!(
-            "cannot read the open-files limit: {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("cannot read the open-files limit: {}", std::io::Error::last_os_error());
     }
     if lim.rlim_cur >= want {
         return Ok(());
     }
-    let raised = libc::rlimit {
-        rlim_cur: want.min(lim.rlim_max),
-        rlim_max: lim.rlim_max,
-    };
+    let raised = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
     // SAFETY: setrlimit reads the struct we own.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 && raised.rlim_cur >= want {
         return Ok(());
     }
-    bail!(
-        "ulimit -n is {} (hard limit {}), need at least {want}: raise it before starting",
-        lim.rlim_cur,
-        lim.rlim_max
-    )
+    bail!("ulimit -n is {} (hard limit {}), need at least {want}: raise it before starting", lim.rlim_cur, lim.rlim_max)
 }
 
 struct PidFile(PathBuf);

@@ -4,8 +4,8 @@
 //! stays offline (new clients get `ERR router is not online`) until slots are filled
 //! and [`Proxy::start`] is called, by the dashboard or by static mode.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use codis_core::auth::{new_token, new_xauth};
@@ -20,6 +20,7 @@ use crate::backend::BackendSettings;
 use crate::config::Config;
 use crate::router::{Router, RouterError};
 use crate::stats::{RusageSampler, Stats};
+use crate::worker::{self, Workers};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +28,24 @@ pub enum ProxyError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {what} {addr}: {source} (is another process using it?)")]
-    Listen {
-        what: &'static str,
-        addr: String,
-        source: std::io::Error,
-    },
+    Listen { what: &'static str, addr: String, source: std::io::Error },
     #[error(transparent)]
     Router(#[from] RouterError),
+    #[error("cannot start {count} worker threads: {source}")]
+    Workers { count: usize, source: std::io::Error },
+}
+
+/// How to run a proxy, beyond its config file.
+pub struct Options {
+    /// Worker threads serving sessions (`--ncpu`).
+    pub workers: usize,
+    pub log_control: Option<LogControl>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { workers: std::thread::available_parallelism().map_or(1, |n| n.get()), log_control: None }
+    }
 }
 
 /// Changes the log level at runtime (`PUT /api/proxy/loglevel`); provided by the binary.
@@ -53,6 +65,7 @@ pub struct Shared {
     pub rusage: Arc<RusageSampler>,
     pub sentinels: Mutex<Vec<String>>,
     pub log_control: Option<LogControl>,
+    workers: OnceLock<Workers>,
 }
 
 impl Shared {
@@ -60,11 +73,7 @@ impl Shared {
     pub fn info_section(&self) -> String {
         let table = self.router.load();
         let assigned = table.slots.iter().filter(|s| s.backend.is_some()).count();
-        let migrating = table
-            .slots
-            .iter()
-            .filter(|s| s.migrate_from.is_some())
-            .count();
+        let migrating = table.slots.iter().filter(|s| s.migrate_from.is_some()).count();
         format!(
             "# Proxy\r\nproxy_version:{}\r\nproduct_name:{}\r\nproxy_addr:{}\r\nadmin_addr:{}\r\nonline:{}\r\nsessions_alive:{}\r\nsessions_total:{}\r\nops_total:{}\r\nops_fails:{}\r\nops_qps:{}\r\nslots_assigned:{}\r\nslots_migrating:{}\r\n",
             env!("CARGO_PKG_VERSION"),
@@ -129,29 +138,20 @@ pub struct Proxy {
 
 impl Proxy {
     /// Binds the client and admin listeners and starts serving them.
-    pub async fn bind(
-        config: Config,
-        log_control: Option<LogControl>,
-    ) -> Result<Proxy, ProxyError> {
+    pub async fn bind(config: Config, options: Options) -> Result<Proxy, ProxyError> {
         config.validate()?;
+        let Options { workers, log_control } = options;
+        let workers = workers.max(1);
         let (listener, proxy_addr) = bind_client(&config).await?;
-        let admin = TcpListener::bind(&config.admin_addr)
-            .await
-            .map_err(|source| ProxyError::Listen {
-                what: "admin_addr",
-                addr: config.admin_addr.clone(),
-                source,
-            })?;
-        let admin_local = admin
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let admin = TcpListener::bind(&config.admin_addr).await.map_err(|source| ProxyError::Listen {
+            what: "admin_addr",
+            addr: config.admin_addr.clone(),
+            source,
+        })?;
+        let admin_local = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let admin_addr = advertised(&admin_local, &config.host_admin);
-        let proxy_addr_adv = if config.proto_type == "unix" {
-            proxy_addr.clone()
-        } else {
-            advertised(&proxy_addr, &config.host_proxy)
-        };
+        let proxy_addr_adv =
+            if config.proto_type == "unix" { proxy_addr.clone() } else { advertised(&proxy_addr, &config.host_proxy) };
 
         let token = new_token(&[&config.product_name, &proxy_addr, &admin_local]);
         let xauth = new_xauth(&[&config.product_name, &config.product_auth, &token]);
@@ -165,9 +165,7 @@ impl Proxy {
             jodis_path: String::new(),
             product_name: config.product_name.clone(),
             pid: std::process::id() as i64,
-            pwd: std::env::current_dir()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            pwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
             sys: uname(),
             hostname: hostname(),
             datacenter: config.proxy_datacenter.clone(),
@@ -177,7 +175,7 @@ impl Proxy {
         let stats = Arc::new(Stats::default());
         stats.spawn_qps();
         let shared = Arc::new(Shared {
-            router: Arc::new(Router::new(settings)),
+            router: Arc::new(Router::new(settings, workers)),
             stats,
             limits,
             model,
@@ -188,8 +186,11 @@ impl Proxy {
             rusage: RusageSampler::spawn(),
             sentinels: Mutex::new(Vec::new()),
             log_control,
+            workers: OnceLock::new(),
             config,
         });
+        let pool = Workers::start(workers, &shared).map_err(|source| ProxyError::Workers { count: workers, source })?;
+        let _ = shared.workers.set(pool);
         tracing::info!(proxy = %shared.model.proxy_addr, admin = %shared.model.admin_addr, token = %shared.model.token, "proxy listening");
         tokio::spawn(accept_loop(listener, shared.clone()));
         tokio::spawn(crate::admin::serve(admin, shared.clone()));
@@ -244,11 +245,7 @@ fn backend_settings(c: &Config) -> BackendSettings {
 }
 
 async fn bind_client(config: &Config) -> Result<(Listener, String), ProxyError> {
-    let err = |source| ProxyError::Listen {
-        what: "proxy_addr",
-        addr: config.proxy_addr.clone(),
-        source,
-    };
+    let err = |source| ProxyError::Listen { what: "proxy_addr", addr: config.proxy_addr.clone(), source };
     if config.proto_type == "unix" {
         let path = std::path::PathBuf::from(&config.proxy_addr);
         if path.exists() {
@@ -276,20 +273,14 @@ fn advertised(local: &str, host: &str) -> String {
             let name = hostname();
             let resolves = std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), sa.port()))
                 .is_ok_and(|mut a| a.next().is_some());
-            if resolves {
-                format!("{name}:{}", sa.port())
-            } else {
-                format!("127.0.0.1:{}", sa.port())
-            }
+            if resolves { format!("{name}:{}", sa.port()) } else { format!("127.0.0.1:{}", sa.port()) }
         }
         _ => local.to_string(),
     }
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 fn uname() -> String {
@@ -360,22 +351,31 @@ fn admit(conn: Accepted, shared: &Arc<Shared>) {
         });
         return;
     }
+    let client = match conn {
+        Accepted::Tcp(s) => {
+            let _ = s.set_nodelay(true);
+            let ka = shared.config.session_keepalive_period.duration();
+            if !ka.is_zero() {
+                let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(ka));
+            }
+            s.into_std().map(worker::Client::Tcp)
+        }
+        Accepted::Unix(s) => s.into_std().map(worker::Client::Unix),
+    };
+    let (Ok(client), Some(workers)) = (client, shared.workers.get()) else { return };
     shared.stats.sessions_total.fetch_add(1, Ordering::Relaxed);
     shared.stats.sessions_alive.fetch_add(1, Ordering::Relaxed);
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        match conn {
-            Accepted::Tcp(s) => {
-                let _ = s.set_nodelay(true);
-                let ka = shared.config.session_keepalive_period.duration();
-                if !ka.is_zero() {
-                    let _ = socket2::SockRef::from(&s)
-                        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(ka));
-                }
-                crate::session::serve(s, shared.clone()).await
-            }
-            Accepted::Unix(s) => crate::session::serve(s, shared.clone()).await,
-        }
-        shared.stats.sessions_alive.fetch_sub(1, Ordering::Relaxed);
-    });
+    workers.assign(client);
+}
+
+/// Runs a client session on the current worker.
+pub(crate) async fn run_session_tcp(s: TcpStream, shared: Arc<Shared>) {
+    crate::session::serve(s, shared.clone()).await;
+    shared.stats.sessions_alive.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Runs a client session on the current worker (Unix socket).
+pub(crate) async fn run_session_unix(s: tokio::net::UnixStream, shared: Arc<Shared>) {
+    crate::session::serve(s, shared.clone()).await;
+    shared.stats.sessions_alive.fetch_sub(1, Ordering::Relaxed);
 }

@@ -1,58 +1,135 @@
 //! The way back: how a backend hands replies to the session that asked.
 //!
-//! Each session owns an [`Inbox`]. A request sent to a backend carries a [`ReplyTo`]
-//! naming the inbox, the request's sequence number in the session and, for split
-//! commands, the part. Backends push replies into inboxes in batches (one lock and
-//! one wake-up per run of replies for the same session), and a `ReplyTo` that is
-//! dropped unanswered still answers with an error, so a session never waits forever.
+//! Each session owns an [`Inbox`]. The requests a session sends to a backend connection
+//! in one batch wait there as one [`Replies`], which names the inbox once and lists each
+//! request's sequence number (and part, for split commands). The backend copies small
+//! replies into one buffer per run of replies for the same session and hands the run
+//! over with one lock and one wake-up; the session usually copies them straight to its
+//! client. Large replies travel by reference. Requests whose connection goes away are
+//! answered with an error, so a session never waits forever.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use codis_resp::Encoder;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::router::SlotGates;
+
+/// Replies at least this large are passed by reference instead of copied.
+pub const SHARE_LIMIT: usize = 16 << 10;
+
+/// Where the bytes of a delivered reply are.
+pub enum Body {
+    /// In the [`Mail::data`] buffer it arrived with.
+    Copied {
+        start: u32,
+        end: u32,
+    },
+    Shared(Bytes),
+}
 
 /// A reply for request `seq` (part `part`) of a session.
 pub struct Delivery {
     pub seq: u64,
     pub part: u32,
-    pub reply: Bytes,
+    pub body: Body,
     /// The reply was made up by the proxy (backend down, connection lost), not by Redis.
     pub proxy_error: bool,
 }
 
+/// Replies handed over together, with the buffer their copied bytes live in.
+#[derive(Default)]
+pub struct Mail {
+    pub items: Vec<Delivery>,
+    pub data: BytesMut,
+}
+
+impl Mail {
+    fn push(&mut self, seq: u64, part: u32, reply: ReplyData<'_>, proxy_error: bool) {
+        let body = match reply {
+            ReplyData::Slice(b) if b.len() < SHARE_LIMIT => {
+                let start = self.data.len() as u32;
+                self.data.extend_from_slice(b);
+                Body::Copied { start, end: self.data.len() as u32 }
+            }
+            ReplyData::Slice(b) => Body::Shared(Bytes::copy_from_slice(b)),
+            ReplyData::Bytes(b) => Body::Shared(b),
+        };
+        self.items.push(Delivery { seq, part, body, proxy_error });
+    }
+
+    /// Moves everything of `other` behind what is here.
+    fn append(&mut self, other: &mut Mail) {
+        if self.items.is_empty() {
+            std::mem::swap(self, other);
+            return;
+        }
+        let base = self.data.len() as u32;
+        self.data.extend_from_slice(&other.data);
+        for mut d in other.items.drain(..) {
+            if let Body::Copied { start, end } = &mut d.body {
+                *start += base;
+                *end += base;
+            }
+            self.items.push(d);
+        }
+        other.data.clear();
+    }
+}
+
+#[derive(Default)]
+struct Mailbox {
+    mail: Mail,
+    waker: Option<Waker>,
+}
+
 /// A session's mailbox for replies.
 pub struct Inbox {
-    queue: Mutex<Vec<Delivery>>,
-    notify: Notify,
+    queue: Mutex<Mailbox>,
     gates: Arc<SlotGates>,
+    /// The worker the session runs on (its requests are counted in that worker's gates).
+    worker: usize,
 }
 
 impl Inbox {
     pub fn new(gates: Arc<SlotGates>) -> Arc<Inbox> {
-        Arc::new(Inbox {
-            queue: Mutex::new(Vec::new()),
-            notify: Notify::new(),
-            gates,
-        })
+        Arc::new(Inbox { queue: Mutex::new(Mailbox::default()), gates, worker: crate::worker::current() })
     }
 
-    /// Moves every queued delivery into `out` (which should be empty; its allocation is reused).
-    pub fn take(&self, out: &mut Vec<Delivery>) {
-        std::mem::swap(&mut *self.queue.lock(), out);
+    /// Swaps the delivered mail into `out`, which must be empty (its buffers are reused).
+    pub fn take(&self, out: &mut Mail) {
+        std::mem::swap(&mut self.queue.lock().mail, out);
     }
 
-    /// Resolves when deliveries may be waiting (a wake-up is never lost).
-    pub async fn wait(&self) {
-        self.notify.notified().await
+    /// Ready when deliveries are waiting; otherwise registers the session to be woken.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.queue.lock();
+        if !q.mail.items.is_empty() {
+            return Poll::Ready(());
+        }
+        match &q.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => q.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
-    fn push_all(&self, items: &mut Vec<Delivery>) {
-        self.queue.lock().append(items);
-        self.notify.notify_one();
+    /// Resolves when deliveries are waiting.
+    pub fn ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_ready(cx))
+    }
+
+    fn deliver(&self, mail: &mut Mail) {
+        let waker = {
+            let mut q = self.queue.lock();
+            q.mail.append(mail);
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -63,63 +140,84 @@ pub enum Tickets {
     Many(Box<[(u16, u8)]>),
 }
 
-/// Where the reply to one backend request goes.
-pub struct ReplyTo {
-    target: Option<(Arc<Inbox>, u64, u32)>,
-    tickets: Tickets,
+/// One request waiting for its reply: its sequence number in the session, its part
+/// (for split commands) and the slots it holds open.
+pub struct Pend {
+    pub seq: u64,
+    pub part: u32,
+    pub tickets: Tickets,
 }
 
-impl ReplyTo {
-    pub fn new(inbox: Arc<Inbox>, seq: u64, part: u32, tickets: Tickets) -> ReplyTo {
-        ReplyTo {
-            target: Some((inbox, seq, part)),
-            tickets,
-        }
+/// A reply as the backend has it: in its read buffer, or already shared.
+pub enum ReplyData<'a> {
+    Slice(&'a [u8]),
+    Bytes(Bytes),
+}
+
+/// The requests of one batch (all from one session, on one backend connection) that
+/// wait for replies, in order. Naming the session's inbox once per batch, not once per
+/// request, keeps reference counting off the per-request path. Requests still
+/// unanswered when this is dropped are answered with an error.
+pub struct Replies {
+    inbox: Option<Arc<Inbox>>,
+    items: Vec<Pend>,
+    next: usize,
+}
+
+impl Replies {
+    pub fn with_capacity(inbox: Arc<Inbox>, n: usize) -> Replies {
+        Replies { inbox: Some(inbox), items: Vec::with_capacity(n), next: 0 }
     }
 
-    /// A reply nobody waits for (health-check PINGs).
-    pub fn discard() -> ReplyTo {
-        ReplyTo {
-            target: None,
-            tickets: Tickets::None,
-        }
+    /// One reply nobody waits for (a health-check PING).
+    pub fn discard() -> Replies {
+        Replies { inbox: None, items: vec![Pend { seq: 0, part: 0, tickets: Tickets::None }], next: 0 }
     }
 
-    pub fn is_discard(&self) -> bool {
-        self.target.is_none()
+    pub fn push(&mut self, seq: u64, part: u32, tickets: Tickets) {
+        self.items.push(Pend { seq, part, tickets });
     }
 
-    /// Answers with an error made up by the proxy.
-    pub fn fail(self, msg: &str) {
-        let mut batch = DeliveryBatch::default();
-        batch.push(self, error_reply(msg), true);
-        batch.flush();
+    /// Requests still waiting.
+    pub fn len(&self) -> usize {
+        self.items.len() - self.next
     }
 
-    fn release(&mut self) {
-        let tickets = std::mem::replace(&mut self.tickets, Tickets::None);
-        if let Some((inbox, ..)) = &self.target {
-            match tickets {
-                Tickets::None => {}
-                Tickets::One(slot, parity) => inbox.gates.leave(slot, parity),
-                Tickets::Many(list) => list
-                    .iter()
-                    .for_each(|&(slot, parity)| inbox.gates.leave(slot, parity)),
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hands the next reply over; false if nobody waits for it (health check).
+    pub fn answer(&mut self, batch: &mut DeliveryBatch, reply: ReplyData<'_>, proxy_error: bool) -> bool {
+        let Some(pend) = self.items.get_mut(self.next) else { return false };
+        self.next += 1;
+        let tickets = std::mem::replace(&mut pend.tickets, Tickets::None);
+        let (seq, part) = (pend.seq, pend.part);
+        match &self.inbox {
+            Some(inbox) => {
+                batch.push(inbox, seq, part, tickets, reply, proxy_error);
+                true
             }
+            None => false,
+        }
+    }
+
+    /// Answers every waiting request with the same error.
+    pub fn fail_all(&mut self, msg: &str) {
+        if self.is_empty() {
+            return;
+        }
+        let reply = error_reply(msg);
+        let mut batch = DeliveryBatch::default();
+        while !self.is_empty() {
+            self.answer(&mut batch, ReplyData::Bytes(reply.clone()), true);
         }
     }
 }
 
-impl Drop for ReplyTo {
+impl Drop for Replies {
     fn drop(&mut self) {
-        if self.target.is_some() {
-            // Unanswered: the backend connection went away with the request.
-            let this = ReplyTo {
-                target: self.target.take(),
-                tickets: std::mem::replace(&mut self.tickets, Tickets::None),
-            };
-            this.fail("ERR backend connection closed before replying, retry the command");
-        }
+        self.fail_all("ERR backend connection closed before replying, retry the command");
     }
 }
 
@@ -134,35 +232,42 @@ pub fn error_reply(msg: &str) -> Bytes {
 #[derive(Default)]
 pub struct DeliveryBatch {
     inbox: Option<Arc<Inbox>>,
-    items: Vec<Delivery>,
+    mail: Mail,
 }
 
 impl DeliveryBatch {
-    pub fn push(&mut self, mut to: ReplyTo, reply: Bytes, proxy_error: bool) {
-        to.release();
-        let Some((inbox, seq, part)) = to.target.take() else {
-            return;
-        };
-        match &self.inbox {
-            Some(cur) if Arc::ptr_eq(cur, &inbox) => {}
-            _ => {
-                self.flush();
-                self.inbox = Some(inbox);
+    fn push(
+        &mut self,
+        inbox: &Arc<Inbox>,
+        seq: u64,
+        part: u32,
+        tickets: Tickets,
+        reply: ReplyData<'_>,
+        proxy_error: bool,
+    ) {
+        // The request is answered: it no longer holds its slots open.
+        match tickets {
+            Tickets::None => {}
+            Tickets::One(slot, parity) => inbox.gates.leave(inbox.worker, slot, parity),
+            Tickets::Many(list) => {
+                list.iter().for_each(|&(slot, parity)| inbox.gates.leave(inbox.worker, slot, parity))
             }
         }
-        self.items.push(Delivery {
-            seq,
-            part,
-            reply,
-            proxy_error,
-        });
+        match &self.inbox {
+            Some(cur) if Arc::ptr_eq(cur, inbox) => {}
+            _ => {
+                self.flush();
+                self.inbox = Some(inbox.clone());
+            }
+        }
+        self.mail.push(seq, part, reply, proxy_error);
     }
 
     pub fn flush(&mut self) {
         if let Some(inbox) = self.inbox.take()
-            && !self.items.is_empty()
+            && !self.mail.items.is_empty()
         {
-            inbox.push_all(&mut self.items);
+            inbox.deliver(&mut self.mail);
         }
     }
 }

@@ -6,14 +6,19 @@
 //! changed slot has been answered, as Codis does, so that once a fill returns no
 //! request is still running against a backend that no longer owns the slot.
 //!
-//! The wait uses two in-flight counters per slot ([`SlotGates`]), selected by the
-//! parity of the slot's epoch (bumped on every change of that slot). A session counts
-//! a request in before sending it and re-checks that the table did not change in
-//! between; the backend counts it out when the reply arrives.
+//! How the wait works without a lock or an atomic read-modify-write per request:
+//! - Every worker counts its requests in flight per slot and *epoch parity* (the
+//!   slot's epoch is bumped on each change of that slot) in counters only that worker
+//!   writes ([`SlotGates`]): plain loads and stores, no contention.
+//! - A session routes a whole round of requests with one table snapshot and announces
+//!   the snapshot's version for the round ([`Router::begin_round`]), as RCU readers do.
+//! - After publishing a new table, an update waits for a grace period (every worker
+//!   idle or on the new version), after which no request can be counted under an old
+//!   epoch any more; then it waits for the old parity's counters to drain.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -60,38 +65,64 @@ pub struct RouteTable {
     pub slots: Box<[SlotRoute]>,
 }
 
-/// In-flight counters per slot and epoch parity.
+/// In-flight counters per worker, slot and epoch parity. Each counter is written by
+/// one worker thread only (sessions and their backend connections share a thread), so
+/// updates are plain loads and stores; the updater only reads them.
 pub struct SlotGates {
+    workers: usize,
     counts: Box<[[AtomicU32; 2]]>,
 }
 
 impl SlotGates {
-    fn new() -> SlotGates {
-        SlotGates {
-            counts: (0..MAX_SLOT_NUM)
-                .map(|_| [AtomicU32::new(0), AtomicU32::new(0)])
-                .collect(),
-        }
+    fn new(workers: usize) -> SlotGates {
+        let workers = workers.max(1);
+        let counts = (0..MAX_SLOT_NUM * workers).map(|_| [AtomicU32::new(0), AtomicU32::new(0)]).collect();
+        SlotGates { workers, counts }
     }
 
-    fn enter(&self, slot: u16, parity: u8) {
-        self.counts[slot as usize][parity as usize].fetch_add(1, Ordering::SeqCst);
+    fn cell(&self, worker: usize, slot: u16, parity: u8) -> &AtomicU32 {
+        let worker = if worker < self.workers { worker } else { 0 };
+        &self.counts[worker * MAX_SLOT_NUM + slot as usize][parity as usize & 1]
     }
 
-    pub fn leave(&self, slot: u16, parity: u8) {
-        self.counts[slot as usize][parity as usize].fetch_sub(1, Ordering::Release);
+    fn enter(&self, worker: usize, slot: u16, parity: u8) {
+        let c = self.cell(worker, slot, parity);
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+    }
+
+    pub fn leave(&self, worker: usize, slot: u16, parity: u8) {
+        let c = self.cell(worker, slot, parity);
+        c.store(c.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Release);
     }
 
     fn count(&self, slot: u16, parity: u8) -> u32 {
-        self.counts[slot as usize][parity as usize].load(Ordering::Acquire)
+        (0..self.workers).map(|w| self.cell(w, slot, parity).load(Ordering::Acquire)).sum()
+    }
+}
+
+/// A worker that is not routing requests right now.
+const IDLE: u64 = u64::MAX;
+
+/// Marks a worker as routing with one table version until dropped.
+pub struct Round<'a> {
+    slot: &'a AtomicU64,
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        self.slot.store(IDLE, Ordering::Release);
     }
 }
 
 /// The proxy's router: the published table plus what is needed to replace it.
 pub struct Router {
     table: ArcSwap<RouteTable>,
+    /// Version of the newest published table.
     version: AtomicU64,
+    /// Per worker: the version it saw when it started routing its current round, or [`IDLE`].
+    active: Box<[AtomicU64]>,
     gates: Arc<SlotGates>,
+    workers: usize,
     settings: Arc<BackendSettings>,
     pools: Mutex<HashMap<(String, bool), Arc<BackendPool>>>,
     update: tokio::sync::Mutex<()>,
@@ -99,7 +130,8 @@ pub struct Router {
     closed: AtomicBool,
 }
 
-/// A request counted in on a slot; hand it to the reply so it is counted out.
+/// A request counted in on a slot by the current worker; hand it to the reply so it is
+/// counted out.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     pub slot: u16,
@@ -107,20 +139,17 @@ pub struct Ticket {
 }
 
 impl Router {
-    pub fn new(settings: BackendSettings) -> Router {
+    /// A router for `workers` worker threads (see [`crate::worker`]).
+    pub fn new(settings: BackendSettings, workers: usize) -> Router {
         let slots = (0..MAX_SLOT_NUM)
-            .map(|i| SlotRoute {
-                model: Slot {
-                    id: i as i64,
-                    ..Default::default()
-                },
-                ..Default::default()
-            })
+            .map(|i| SlotRoute { model: Slot { id: i as i64, ..Default::default() }, ..Default::default() })
             .collect();
         Router {
             table: ArcSwap::from_pointee(RouteTable { version: 0, slots }),
             version: AtomicU64::new(0),
-            gates: Arc::new(SlotGates::new()),
+            active: (0..workers.max(1)).map(|_| AtomicU64::new(IDLE)).collect(),
+            gates: Arc::new(SlotGates::new(workers)),
+            workers: workers.max(1),
             settings: Arc::new(settings),
             pools: Mutex::new(HashMap::new()),
             update: tokio::sync::Mutex::new(()),
@@ -142,19 +171,26 @@ impl Router {
         self.table.load()
     }
 
+    /// The current table as an owned pointer (for the rare re-route after a change).
+    pub fn load_full(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Starts a round of routing on the current worker: announces it, then takes the
+    /// table to route with. Every [`Router::enter`] must happen inside a round, and the
+    /// round ends when the guard is dropped. (Announcing before reading the table is
+    /// what makes the grace period of [`Router::fill_slots`] sound.)
+    pub fn begin_round(&self) -> (Round<'_>, arc_swap::Guard<Arc<RouteTable>>) {
+        let slot = &self.active[crate::worker::current() % self.active.len()];
+        slot.store(self.version.load(Ordering::SeqCst), Ordering::SeqCst);
+        (Round { slot }, self.table.load())
+    }
+
     /// Counts a request in on `slot` under the route it was routed by (`epoch`).
-    /// Returns `None` if the slot's route changed meanwhile: route again.
-    pub fn enter(&self, table: &RouteTable, slot: u16) -> Option<Ticket> {
-        let route = &table.slots[slot as usize];
-        let parity = (route.epoch & 1) as u8;
-        self.gates.enter(slot, parity);
-        if self.version.load(Ordering::SeqCst) != table.version
-            && self.table.load().slots[slot as usize].epoch != route.epoch
-        {
-            self.gates.leave(slot, parity);
-            return None;
-        }
-        Some(Ticket { slot, parity })
+    pub fn enter(&self, table: &RouteTable, slot: u16) -> Ticket {
+        let parity = (table.slots[slot as usize].epoch & 1) as u8;
+        self.gates.enter(crate::worker::current(), slot, parity);
+        Ticket { slot, parity }
     }
 
     /// Resolves when the table changes (sessions waiting on a locked slot).
@@ -171,10 +207,7 @@ impl Router {
     pub fn pool_by_addr(&self, addr: &[u8]) -> Option<Arc<BackendPool>> {
         let pools = self.pools.lock();
         let addr = std::str::from_utf8(addr).ok()?;
-        pools
-            .get(&(addr.to_string(), false))
-            .or_else(|| pools.get(&(addr.to_string(), true)))
-            .cloned()
+        pools.get(&(addr.to_string(), false)).or_else(|| pools.get(&(addr.to_string(), true))).cloned()
     }
 
     /// Applies slot updates, then waits for requests routed by the old routes to finish.
@@ -188,10 +221,7 @@ impl Router {
                 .chain(s.replica_groups.iter().flatten())
             {
                 if !addr.is_empty() && !valid_addr(addr) {
-                    return Err(RouterError::InvalidAddr {
-                        slot: s.id,
-                        addr: addr.clone(),
-                    });
+                    return Err(RouterError::InvalidAddr { slot: s.id, addr: addr.clone() });
                 }
             }
         }
@@ -220,14 +250,21 @@ impl Router {
             return Ok(());
         }
         let version = old.version + 1;
-        self.table.store(Arc::new(RouteTable {
-            version,
-            slots: routes.into_boxed_slice(),
-        }));
+        self.table.store(Arc::new(RouteTable { version, slots: routes.into_boxed_slice() }));
         self.version.store(version, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
         self.changed.send_replace(version);
         drop(old);
+        // Grace period: once every worker is idle or routing with the new table, no
+        // request can be counted under an old epoch any more.
+        for w in self.active.iter() {
+            loop {
+                let v = w.load(Ordering::SeqCst);
+                if v == IDLE || v >= version {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         for (slot, prev_epoch) in changed {
             let parity = (prev_epoch & 1) as u8;
             while self.gates.count(slot, parity) != 0 {
@@ -248,9 +285,7 @@ impl Router {
             Some(
                 pools
                     .entry((addr.to_string(), replica))
-                    .or_insert_with(|| {
-                        Arc::new(BackendPool::new(addr, replica, self.settings.clone()))
-                    })
+                    .or_insert_with(|| Arc::new(BackendPool::new(addr, replica, self.settings.clone(), self.workers)))
                     .clone(),
             )
         };
@@ -262,13 +297,7 @@ impl Router {
             .map(|g| g.iter().filter_map(|a| pool(a, true)).collect::<Box<[_]>>())
             .filter(|g| !g.is_empty())
             .collect();
-        SlotRoute {
-            epoch,
-            model: model.clone(),
-            backend,
-            migrate_from,
-            replicas,
-        }
+        SlotRoute { epoch, model: model.clone(), backend, migrate_from, replicas }
     }
 
     /// Drops pools no slot uses any more (their connections close once idle).
@@ -295,23 +324,13 @@ mod tests {
     use super::*;
 
     fn slot(id: i64, addr: &str) -> Slot {
-        Slot {
-            id,
-            backend_addr: addr.into(),
-            ..Default::default()
-        }
+        Slot { id, backend_addr: addr.into(), ..Default::default() }
     }
 
     #[tokio::test]
     async fn fill_publishes_and_shares_pools() {
-        let r = Router::new(BackendSettings::default());
-        r.fill_slots(&[
-            slot(0, "127.0.0.1:1"),
-            slot(1, "127.0.0.1:1"),
-            slot(2, "127.0.0.1:2"),
-        ])
-        .await
-        .unwrap();
+        let r = Router::new(BackendSettings::default(), 1);
+        r.fill_slots(&[slot(0, "127.0.0.1:1"), slot(1, "127.0.0.1:1"), slot(2, "127.0.0.1:2")]).await.unwrap();
         let t = r.load();
         let a = t.slots[0].backend.as_ref().unwrap();
         assert!(Arc::ptr_eq(a, t.slots[1].backend.as_ref().unwrap()));
@@ -331,28 +350,19 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bad_input() {
-        let r = Router::new(BackendSettings::default());
-        assert!(matches!(
-            r.fill_slots(&[slot(1024, "127.0.0.1:1")]).await,
-            Err(RouterError::InvalidSlot(1024))
-        ));
-        assert!(matches!(
-            r.fill_slots(&[slot(1, "nohost")]).await,
-            Err(RouterError::InvalidAddr { .. })
-        ));
-        assert!(matches!(
-            r.fill_slots(&[slot(1, "h:0")]).await,
-            Err(RouterError::InvalidAddr { .. })
-        ));
+        let r = Router::new(BackendSettings::default(), 1);
+        assert!(matches!(r.fill_slots(&[slot(1024, "127.0.0.1:1")]).await, Err(RouterError::InvalidSlot(1024))));
+        assert!(matches!(r.fill_slots(&[slot(1, "nohost")]).await, Err(RouterError::InvalidAddr { .. })));
+        assert!(matches!(r.fill_slots(&[slot(1, "h:0")]).await, Err(RouterError::InvalidAddr { .. })));
     }
 
     #[tokio::test]
     async fn fill_waits_for_requests_on_the_old_route() {
-        let r = Arc::new(Router::new(BackendSettings::default()));
+        let r = Arc::new(Router::new(BackendSettings::default(), 1));
         r.fill_slots(&[slot(5, "127.0.0.1:1")]).await.unwrap();
         let ticket = {
-            let t = r.load();
-            r.enter(&t, 5).unwrap()
+            let (_round, t) = r.begin_round();
+            r.enter(&t, 5)
         };
         let r2 = r.clone();
         let fill = tokio::spawn(async move { r2.fill_slots(&[slot(5, "127.0.0.1:2")]).await });
@@ -362,30 +372,36 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!fill.is_finished());
         // requests routed now use the other parity and do not hold the fill
-        let t = r.load();
-        let t2 = r.enter(&t, 5).unwrap();
+        let t2 = {
+            let (_round, t) = r.begin_round();
+            assert_eq!(t.slots[5].backend.as_ref().unwrap().addr(), "127.0.0.1:2");
+            r.enter(&t, 5)
+        };
         assert_ne!(t2.parity, ticket.parity);
-        r.gates().leave(ticket.slot, ticket.parity);
+        r.gates().leave(0, ticket.slot, ticket.parity);
         fill.await.unwrap().unwrap();
-        r.gates().leave(t2.slot, t2.parity);
+        r.gates().leave(0, t2.slot, t2.parity);
     }
 
     #[tokio::test]
-    async fn stale_snapshot_is_detected() {
-        let r = Router::new(BackendSettings::default());
+    async fn fill_waits_for_rounds_on_the_old_table() {
+        let r = Arc::new(Router::new(BackendSettings::default(), 1));
         r.fill_slots(&[slot(9, "127.0.0.1:1")]).await.unwrap();
-        let stale = r.load_full_for_test();
-        r.fill_slots(&[slot(9, "127.0.0.1:2")]).await.unwrap();
-        assert!(
-            r.enter(&stale, 9).is_none(),
-            "a request routed by the old table must be re-routed"
-        );
-        assert!(r.enter(&stale, 10).is_some(), "other slots are unaffected");
-    }
-
-    impl Router {
-        fn load_full_for_test(&self) -> Arc<RouteTable> {
-            self.table.load_full()
-        }
+        // a round in progress with the old table holds the update back until it ends
+        let (round, old) = r.begin_round();
+        let r2 = r.clone();
+        let fill = tokio::spawn(async move { r2.fill_slots(&[slot(9, "127.0.0.1:2")]).await });
+        let mut rx = r.subscribe();
+        rx.wait_for(|&v| v >= 2).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!fill.is_finished(), "the fill must wait for the round routing with the old table");
+        let ticket = r.enter(&old, 9);
+        drop(round);
+        drop(old);
+        // the round ended, but its request still runs on the old route
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!fill.is_finished());
+        r.gates().leave(0, ticket.slot, ticket.parity);
+        fill.await.unwrap().unwrap();
     }
 }

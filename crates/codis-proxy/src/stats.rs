@@ -50,9 +50,7 @@ impl Default for Stats {
             sessions_total: AtomicI64::new(0),
             sessions_alive: AtomicI64::new(0),
             // one extra entry for commands the table does not know
-            ops: (0..=command::count())
-                .map(|_| OpCounter::default())
-                .collect(),
+            ops: (0..=command::count()).map(|_| OpCounter::default()).collect(),
         }
     }
 }
@@ -68,9 +66,7 @@ impl Stats {
             .ops
             .iter()
             .enumerate()
-            .filter(|(_, c)| {
-                c.calls.load(Ordering::Relaxed) != 0 || c.fails.load(Ordering::Relaxed) != 0
-            })
+            .filter(|(_, c)| c.calls.load(Ordering::Relaxed) != 0 || c.fails.load(Ordering::Relaxed) != 0)
             .map(|(i, c)| {
                 let calls = c.calls.load(Ordering::Relaxed);
                 let usecs = c.nsecs.load(Ordering::Relaxed) / 1000;
@@ -139,11 +135,7 @@ pub struct LocalStats {
 
 impl Default for LocalStats {
     fn default() -> Self {
-        LocalStats {
-            ops: Vec::new(),
-            dirty: false,
-            last_flush: Instant::now(),
-        }
+        LocalStats { ops: Vec::new(), dirty: false, last_flush: Instant::now() }
     }
 }
 
@@ -153,10 +145,7 @@ impl LocalStats {
         let e = match self.ops.iter_mut().position(|o| o.id == id) {
             Some(i) => &mut self.ops[i],
             None => {
-                self.ops.push(LocalOp {
-                    id,
-                    ..Default::default()
-                });
+                self.ops.push(LocalOp { id, ..Default::default() });
                 self.ops.last_mut().unwrap()
             }
         };
@@ -184,10 +173,7 @@ impl LocalStats {
             total += o.calls;
             fails += o.fails;
             errors += o.redis_errors;
-            *o = LocalOp {
-                id: o.id,
-                ..Default::default()
-            };
+            *o = LocalOp { id: o.id, ..Default::default() };
         }
         stats.total.fetch_add(total, Ordering::Relaxed);
         stats.fails.fetch_add(fails, Ordering::Relaxed);
@@ -212,9 +198,7 @@ pub struct RusageSampler {
 
 impl RusageSampler {
     pub fn spawn() -> std::sync::Arc<RusageSampler> {
-        let s = std::sync::Arc::new(RusageSampler {
-            latest: parking_lot::Mutex::new(Rusage::default()),
-        });
+        let s = std::sync::Arc::new(RusageSampler { latest: parking_lot::Mutex::new(Rusage::default()) });
         let weak = std::sync::Arc::downgrade(&s);
         tokio::spawn(async move {
             let mut prev = (Instant::now(), cpu_seconds());
@@ -225,11 +209,7 @@ impl RusageSampler {
                 let now = (Instant::now(), cpu_seconds());
                 let cpu = (now.1 - prev.1) / (now.0 - prev.0).as_secs_f64().max(1e-3);
                 prev = now;
-                *s.latest.lock() = Rusage {
-                    now: codis_core::clock::now_string(),
-                    cpu,
-                    mem: rss_bytes(),
-                };
+                *s.latest.lock() = Rusage { now: codis_core::clock::now_string(), cpu, mem: rss_bytes() };
             }
         });
         s
@@ -262,11 +242,7 @@ pub fn rss_bytes() -> i64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };
-    let pages = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
+    let pages = statm.split_whitespace().nth(1).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as i64
 }

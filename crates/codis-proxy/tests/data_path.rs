@@ -10,10 +10,7 @@ use common::Cluster;
 
 fn keys_on(values: Vec<Value>) -> Vec<String> {
     match values.into_iter().next() {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect(),
+        Some(Value::Array(items)) => items.into_iter().filter_map(|v| v.as_str().map(String::from)).collect(),
         other => panic!("unexpected reply {other:?}"),
     }
 }
@@ -22,15 +19,8 @@ fn keys_on(values: Vec<Value>) -> Vec<String> {
 async fn every_key_lands_on_the_server_its_slot_names() {
     let c = Cluster::start(3).await;
     let mut cl = c.client().await;
-    let keys: Vec<String> = (0..3000)
-        .map(|i| {
-            if i % 10 == 0 {
-                format!("{{tag{}}}:k{i}", i % 7)
-            } else {
-                format!("key:{i}")
-            }
-        })
-        .collect();
+    let keys: Vec<String> =
+        (0..3000).map(|i| if i % 10 == 0 { format!("{{tag{}}}:k{i}", i % 7) } else { format!("key:{i}") }).collect();
     let cmds: Vec<_> = keys.iter().map(|k| args!["SET", k, k]).collect();
     for r in cl.pipeline(&cmds).await.unwrap() {
         assert_eq!(r, Value::ok());
@@ -40,11 +30,7 @@ async fn every_key_lands_on_the_server_its_slot_names() {
         let mut d = c.direct(i).await;
         let found = keys_on(vec![d.cmd(&["KEYS", "*"]).await.unwrap()]);
         for k in &found {
-            assert_eq!(
-                c.owner(k.as_bytes()),
-                i,
-                "key {k} is on server {i} but its slot belongs elsewhere"
-            );
+            assert_eq!(c.owner(k.as_bytes()), i, "key {k} is on server {i} but its slot belongs elsewhere");
         }
         assert!(!found.is_empty(), "server {i} got no keys");
         seen += found.len();
@@ -88,8 +74,7 @@ async fn multi_key_commands_merge_across_backends() {
     let c = Cluster::start(3).await;
     let mut cl = c.client().await;
     let keys: Vec<String> = (0..40).map(|i| format!("m:{i}")).collect();
-    let owners: std::collections::HashSet<usize> =
-        keys.iter().map(|k| c.owner(k.as_bytes())).collect();
+    let owners: std::collections::HashSet<usize> = keys.iter().map(|k| c.owner(k.as_bytes())).collect();
     assert_eq!(owners.len(), 3, "keys must span all backends");
     let mut mset = vec!["MSET".to_string()];
     for k in &keys {
@@ -103,11 +88,7 @@ async fn multi_key_commands_merge_across_backends() {
     mget.push("m:missing".into());
     mget.push(keys[0].clone());
     let got = cl.cmd(&mget).await.unwrap();
-    let mut want: Vec<Value> = keys
-        .iter()
-        .rev()
-        .map(|k| Value::bulk(&format!("v-{k}")))
-        .collect();
+    let mut want: Vec<Value> = keys.iter().rev().map(|k| Value::bulk(&format!("v-{k}"))).collect();
     want.push(Value::Nil);
     want.push(Value::bulk(&format!("v-{}", keys[0])));
     assert_eq!(got, Value::Array(want));
@@ -128,48 +109,26 @@ async fn multi_key_commands_merge_across_backends() {
     unlink.extend(keys.iter().cloned());
     assert_eq!(cl.cmd(&unlink).await.unwrap(), Value::Int(20));
     for i in 0..3 {
-        assert_eq!(
-            c.direct(i).await.cmd(&["DBSIZE"]).await.unwrap(),
-            Value::Int(0)
-        );
+        assert_eq!(c.direct(i).await.cmd(&["DBSIZE"]).await.unwrap(), Value::Int(0));
     }
     // wrong arity is reported like Redis
     let e = cl.cmd(&["MSET", "a", "1", "b"]).await.unwrap();
-    assert_eq!(
-        e,
-        Value::Error("ERR wrong number of arguments for 'mset' command".into())
-    );
+    assert_eq!(e, Value::Error("ERR wrong number of arguments for 'mset' command".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_key_reads_report_a_dead_backend_per_key() {
     let mut c = Cluster::start(2).await;
     let mut cl = c.client().await;
-    let a = (0..)
-        .map(|i| format!("a{i}"))
-        .find(|k| c.owner(k.as_bytes()) == 0)
-        .unwrap();
-    let b = (0..)
-        .map(|i| format!("b{i}"))
-        .find(|k| c.owner(k.as_bytes()) == 1)
-        .unwrap();
-    assert_eq!(
-        cl.cmd(&["MSET", &a, "1", &b, "2"]).await.unwrap(),
-        Value::ok()
-    );
+    let a = (0..).map(|i| format!("a{i}")).find(|k| c.owner(k.as_bytes()) == 0).unwrap();
+    let b = (0..).map(|i| format!("b{i}")).find(|k| c.owner(k.as_bytes()) == 1).unwrap();
+    assert_eq!(cl.cmd(&["MSET", &a, "1", &b, "2"]).await.unwrap(), Value::ok());
     c.servers[1].kill();
     let got = cl.cmd(&["MGET", &a, &b]).await.unwrap();
-    let Value::Array(items) = got else {
-        panic!("{got:?}")
-    };
+    let Value::Array(items) = got else { panic!("{got:?}") };
     assert_eq!(items[0], Value::bulk("1"));
-    let Value::Error(e) = &items[1] else {
-        panic!("{:?}", items[1])
-    };
-    assert!(
-        e.contains(&c.servers[1].addr()),
-        "error names the backend: {e}"
-    );
+    let Value::Error(e) = &items[1] else { panic!("{:?}", items[1]) };
+    assert!(e.contains(&c.servers[1].addr()), "error names the backend: {e}");
     // the connection is still usable
     assert_eq!(cl.cmd(&["GET", &a]).await.unwrap(), Value::bulk("1"));
 }
@@ -178,16 +137,8 @@ async fn multi_key_reads_report_a_dead_backend_per_key() {
 async fn backend_killed_mid_pipeline_fails_fast_then_recovers() {
     let mut c = Cluster::start(2).await;
     let mut cl = c.client().await;
-    let dead: Vec<String> = (0..)
-        .map(|i| format!("d{i}"))
-        .filter(|k| c.owner(k.as_bytes()) == 1)
-        .take(50)
-        .collect();
-    let live: Vec<String> = (0..)
-        .map(|i| format!("l{i}"))
-        .filter(|k| c.owner(k.as_bytes()) == 0)
-        .take(50)
-        .collect();
+    let dead: Vec<String> = (0..).map(|i| format!("d{i}")).filter(|k| c.owner(k.as_bytes()) == 1).take(50).collect();
+    let live: Vec<String> = (0..).map(|i| format!("l{i}")).filter(|k| c.owner(k.as_bytes()) == 0).take(50).collect();
     // a deep pipeline that is in flight when the server dies
     let mut cmds = Vec::new();
     for i in 0..20_000 {
@@ -213,34 +164,21 @@ async fn backend_killed_mid_pipeline_fails_fast_then_recovers() {
     // while it is down: its slots fail fast with a clear error, the others are served
     let started = std::time::Instant::now();
     for k in dead.iter().take(10) {
-        let Value::Error(e) = cl.cmd(&["GET", k]).await.unwrap() else {
-            panic!("expected an error")
-        };
-        assert!(
-            e.starts_with(&format!("ERR backend {}", c.servers[1].addr())),
-            "{e}"
-        );
+        let Value::Error(e) = cl.cmd(&["GET", k]).await.unwrap() else { panic!("expected an error") };
+        assert!(e.starts_with(&format!("ERR backend {}", c.servers[1].addr())), "{e}");
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "errors must come fast, took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "errors must come fast, took {:?}", started.elapsed());
     for k in &live {
         assert_eq!(cl.cmd(&["SET", k, "x"]).await.unwrap(), Value::ok());
     }
-    // after a restart the proxy reconnects by itself
+    // after a restart the proxy reconnects by itself, on this very session
     c.servers[1].restart();
     let key = dead[0].clone();
-    wait_until("backend recovery", Duration::from_secs(15), || {
-        let addr = c.addr.clone();
-        let key = key.clone();
-        async move {
-            let mut cl = Client::connect(&addr).await.ok()?;
-            (cl.cmd(&["SET", &key, "back"]).await.ok()? == Value::ok()).then_some(())
-        }
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cl.cmd(&["SET", &key, "back"]).await.unwrap() != Value::ok() {
+        assert!(std::time::Instant::now() < deadline, "backend did not recover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(cl.cmd(&["GET", &key]).await.unwrap(), Value::bulk("back"));
 }
 
@@ -249,83 +187,23 @@ async fn malformed_input_gets_a_protocol_error_and_close() {
     let c = Cluster::start(1).await;
     let big_inline = vec![b'a'; 70 * 1024];
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "non-numeric multibulk length",
-            b"*x\r\n".to_vec(),
-            "invalid multibulk length",
-        ),
-        (
-            "negative bulk length",
-            b"*1\r\n$-5\r\n".to_vec(),
-            "invalid bulk length",
-        ),
-        (
-            "non-numeric bulk length",
-            b"*1\r\n$abc\r\n".to_vec(),
-            "invalid bulk length",
-        ),
-        (
-            "bulk over proto-max-bulk-len",
-            b"*1\r\n$536870913\r\n".to_vec(),
-            "invalid bulk length",
-        ),
-        (
-            "array over 1M elements",
-            b"*1048577\r\n".to_vec(),
-            "invalid multibulk length",
-        ),
-        (
-            "huge multibulk count",
-            b"*99999999999999999999\r\n".to_vec(),
-            "invalid multibulk length",
-        ),
-        (
-            "simple string in request",
-            b"*1\r\n+PING\r\n".to_vec(),
-            "expected '$', got '+'",
-        ),
-        (
-            "integer in request",
-            b"*1\r\n:1\r\n".to_vec(),
-            "expected '$', got ':'",
-        ),
-        (
-            "missing CRLF after bulk",
-            b"*1\r\n$4\r\nPINGxx".to_vec(),
-            "expected CRLF",
-        ),
-        (
-            "LF only after count",
-            b"*1\n$4\r\nPING\r\n".to_vec(),
-            "expected CRLF",
-        ),
+        ("non-numeric multibulk length", b"*x\r\n".to_vec(), "invalid multibulk length"),
+        ("negative bulk length", b"*1\r\n$-5\r\n".to_vec(), "invalid bulk length"),
+        ("non-numeric bulk length", b"*1\r\n$abc\r\n".to_vec(), "invalid bulk length"),
+        ("bulk over proto-max-bulk-len", b"*1\r\n$536870913\r\n".to_vec(), "invalid bulk length"),
+        ("array over 1M elements", b"*1048577\r\n".to_vec(), "invalid multibulk length"),
+        ("huge multibulk count", b"*99999999999999999999\r\n".to_vec(), "invalid multibulk length"),
+        ("simple string in request", b"*1\r\n+PING\r\n".to_vec(), "expected '$', got '+'"),
+        ("integer in request", b"*1\r\n:1\r\n".to_vec(), "expected '$', got ':'"),
+        ("missing CRLF after bulk", b"*1\r\n$4\r\nPINGxx".to_vec(), "expected CRLF"),
+        ("LF only after count", b"*1\n$4\r\nPING\r\n".to_vec(), "expected CRLF"),
         ("CR without LF", b"*1\r\n$4\rPING".to_vec(), "expected CRLF"),
-        (
-            "empty bulk length",
-            b"*1\r\n$\r\n".to_vec(),
-            "invalid bulk length",
-        ),
-        (
-            "empty multibulk count",
-            b"*\r\n".to_vec(),
-            "invalid multibulk length",
-        ),
+        ("empty bulk length", b"*1\r\n$\r\n".to_vec(), "invalid bulk length"),
+        ("empty multibulk count", b"*\r\n".to_vec(), "invalid multibulk length"),
         ("inline over 64 KB", big_inline, "too big inline request"),
-        (
-            "unbalanced quotes",
-            b"SET a \"b\r\n".to_vec(),
-            "unbalanced quotes",
-        ),
-        (
-            "garbage after quote",
-            b"SET a 'b'c\r\n".to_vec(),
-            "unbalanced quotes",
-        ),
-        (
-            "binary junk",
-            vec![b'*', 0xff, 0xfe, b'\r', b'\n'],
-            "invalid multibulk length",
-        ),
+        ("unbalanced quotes", b"SET a \"b\r\n".to_vec(), "unbalanced quotes"),
+        ("garbage after quote", b"SET a 'b'c\r\n".to_vec(), "unbalanced quotes"),
+        ("binary junk", vec![b'*', 0xff, 0xfe, b'\r', b'\n'], "invalid multibulk length"),
     ];
     assert!(cases.len() >= 15);
     for (name, input, want) in cases {
@@ -333,26 +211,16 @@ async fn malformed_input_gets_a_protocol_error_and_close() {
         // a valid command first: its reply must still arrive, in order
         cl.send(&["PING"]).await.unwrap();
         cl.send_raw(&input).await.unwrap();
-        assert_eq!(
-            cl.read().await.unwrap(),
-            Value::Simple("PONG".into()),
-            "{name}"
-        );
+        assert_eq!(cl.read().await.unwrap(), Value::Simple("PONG".into()), "{name}");
         match cl.read().await {
-            Ok(Value::Error(e)) => assert!(
-                e.starts_with("ERR Protocol error: ") && e.contains(want),
-                "{name}: {e}"
-            ),
+            Ok(Value::Error(e)) => assert!(e.starts_with("ERR Protocol error: ") && e.contains(want), "{name}: {e}"),
             other => panic!("{name}: expected a protocol error, got {other:?}"),
         }
         assert!(cl.is_closed().await, "{name}: connection must be closed");
     }
     // other clients are unaffected
     let mut ok = c.client().await;
-    assert_eq!(
-        ok.cmd(&["SET", "still", "fine"]).await.unwrap(),
-        Value::ok()
-    );
+    assert_eq!(ok.cmd(&["SET", "still", "fine"]).await.unwrap(), Value::ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,26 +235,14 @@ async fn not_allowed_and_unknown_commands_keep_the_session() {
         &["BLPOP", "q", "0"],
         &["SHUTDOWN"],
     ] {
-        let Value::Error(e) = cl.cmd(cmd).await.unwrap() else {
-            panic!("{cmd:?} must be refused")
-        };
+        let Value::Error(e) = cl.cmd(cmd).await.unwrap() else { panic!("{cmd:?} must be refused") };
         assert!(e.contains("is not allowed"), "{e}");
     }
-    let Value::Error(e) = cl.cmd(&["NOSUCHCMD", "x"]).await.unwrap() else {
-        panic!()
-    };
+    let Value::Error(e) = cl.cmd(&["NOSUCHCMD", "x"]).await.unwrap() else { panic!() };
     assert!(e.contains("unknown command"), "{e}");
-    let Value::Error(e) = cl.cmd(&["GET"]).await.unwrap() else {
-        panic!()
-    };
+    let Value::Error(e) = cl.cmd(&["GET"]).await.unwrap() else { panic!() };
     assert_eq!(e, "ERR wrong number of arguments for 'get' command");
-    let Value::Error(e) = cl
-        .cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"])
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let Value::Error(e) = cl.cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]).await.unwrap() else { panic!() };
     assert!(e.contains("blocking"), "{e}");
     assert_eq!(cl.cmd(&["SET", "k", "v"]).await.unwrap(), Value::ok());
     assert_eq!(cl.cmd(&["GET", "k"]).await.unwrap(), Value::bulk("v"));
@@ -396,84 +252,36 @@ async fn not_allowed_and_unknown_commands_keep_the_session() {
 async fn cross_group_commands_fail_clearly_and_tags_fix_them() {
     let c = Cluster::start(2).await;
     let mut cl = c.client().await;
-    let a = (0..)
-        .map(|i| format!("a{i}"))
-        .find(|k| c.owner(k.as_bytes()) == 0)
-        .unwrap();
-    let b = (0..)
-        .map(|i| format!("b{i}"))
-        .find(|k| c.owner(k.as_bytes()) == 1)
-        .unwrap();
-    let Value::Error(e) = cl.cmd(&["SUNIONSTORE", &a, &a, &b]).await.unwrap() else {
-        panic!()
-    };
+    let a = (0..).map(|i| format!("a{i}")).find(|k| c.owner(k.as_bytes()) == 0).unwrap();
+    let b = (0..).map(|i| format!("b{i}")).find(|k| c.owner(k.as_bytes()) == 1).unwrap();
+    let Value::Error(e) = cl.cmd(&["SUNIONSTORE", &a, &a, &b]).await.unwrap() else { panic!() };
     assert!(e.starts_with("CROSSSLOT") && e.contains("hash tag"), "{e}");
-    assert_eq!(
-        cl.cmd(&["SADD", "{u1}:x", "1", "2"]).await.unwrap(),
-        Value::Int(2)
-    );
-    assert_eq!(
-        cl.cmd(&["SADD", "{u1}:y", "2", "3"]).await.unwrap(),
-        Value::Int(2)
-    );
-    assert_eq!(
-        cl.cmd(&["SINTERSTORE", "{u1}:z", "{u1}:x", "{u1}:y"])
-            .await
-            .unwrap(),
-        Value::Int(1)
-    );
+    assert_eq!(cl.cmd(&["SADD", "{u1}:x", "1", "2"]).await.unwrap(), Value::Int(2));
+    assert_eq!(cl.cmd(&["SADD", "{u1}:y", "2", "3"]).await.unwrap(), Value::Int(2));
+    assert_eq!(cl.cmd(&["SINTERSTORE", "{u1}:z", "{u1}:x", "{u1}:y"]).await.unwrap(), Value::Int(1));
     // keys found by key specs, not only argv[1]
-    assert_eq!(
-        cl.cmd(&[
-            "EVAL",
-            "return redis.call('GET', KEYS[1])",
-            "1",
-            "{u1}:missing"
-        ])
-        .await
-        .unwrap(),
-        Value::Nil
-    );
+    assert_eq!(cl.cmd(&["EVAL", "return redis.call('GET', KEYS[1])", "1", "{u1}:missing"]).await.unwrap(), Value::Nil);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_select() {
     let c = Cluster::start_with(1, &[], |cfg| cfg.session_auth = "s3cret".into()).await;
     let mut cl = c.client().await;
-    let Value::Error(e) = cl.cmd(&["GET", "k"]).await.unwrap() else {
-        panic!()
-    };
+    let Value::Error(e) = cl.cmd(&["GET", "k"]).await.unwrap() else { panic!() };
     assert!(e.starts_with("NOAUTH"), "{e}");
-    let Value::Error(e) = cl.cmd(&["KEYS", "*"]).await.unwrap() else {
-        panic!()
-    };
-    assert!(
-        e.starts_with("NOAUTH"),
-        "unauthenticated clients learn nothing else: {e}"
-    );
-    assert_eq!(
-        cl.cmd(&["AUTH", "wrong"]).await.unwrap(),
-        Value::Error("ERR invalid password".into())
-    );
+    let Value::Error(e) = cl.cmd(&["KEYS", "*"]).await.unwrap() else { panic!() };
+    assert!(e.starts_with("NOAUTH"), "unauthenticated clients learn nothing else: {e}");
+    assert_eq!(cl.cmd(&["AUTH", "wrong"]).await.unwrap(), Value::Error("ERR invalid password".into()));
     assert!(cl.cmd(&["PING"]).await.unwrap().is_error());
     assert_eq!(cl.cmd(&["AUTH", "s3cret"]).await.unwrap(), Value::ok());
-    assert_eq!(
-        cl.cmd(&["PING"]).await.unwrap(),
-        Value::Simple("PONG".into())
-    );
-    assert_eq!(
-        cl.cmd(&["AUTH", "default", "s3cret"]).await.unwrap(),
-        Value::ok()
-    );
+    assert_eq!(cl.cmd(&["PING"]).await.unwrap(), Value::Simple("PONG".into()));
+    assert_eq!(cl.cmd(&["AUTH", "default", "s3cret"]).await.unwrap(), Value::ok());
     // SELECT: range checked, data separated per database
     assert_eq!(
         cl.cmd(&["SELECT", "16"]).await.unwrap(),
         Value::Error("ERR invalid DB index, only accept DB [0,16)".into())
     );
-    assert_eq!(
-        cl.cmd(&["SELECT", "x"]).await.unwrap(),
-        Value::Error("ERR invalid DB index".into())
-    );
+    assert_eq!(cl.cmd(&["SELECT", "x"]).await.unwrap(), Value::Error("ERR invalid DB index".into()));
     assert_eq!(cl.cmd(&["SET", "k", "db0"]).await.unwrap(), Value::ok());
     assert_eq!(cl.cmd(&["SELECT", "5"]).await.unwrap(), Value::ok());
     assert_eq!(cl.cmd(&["GET", "k"]).await.unwrap(), Value::Nil);
@@ -497,30 +305,16 @@ async fn auth_and_select() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_with_a_password_get_product_auth() {
-    let c = Cluster::start_with(2, &["--requirepass", "pauth"], |cfg| {
-        cfg.product_auth = "pauth".into()
-    })
-    .await;
+    let c = Cluster::start_with(2, &["--requirepass", "pauth"], |cfg| cfg.product_auth = "pauth".into()).await;
     let mut cl = c.client().await;
     for i in 0..50 {
-        assert_eq!(
-            cl.cmd(&["SET", &format!("k{i}"), "v"]).await.unwrap(),
-            Value::ok()
-        );
+        assert_eq!(cl.cmd(&["SET", &format!("k{i}"), "v"]).await.unwrap(), Value::ok());
     }
     // a wrong product_auth gives a clear error, not a hang
-    let bad = Cluster::start_with(1, &["--requirepass", "right"], |cfg| {
-        cfg.product_auth = "wrong".into()
-    })
-    .await;
+    let bad = Cluster::start_with(1, &["--requirepass", "right"], |cfg| cfg.product_auth = "wrong".into()).await;
     let mut cl = bad.client().await;
-    let Value::Error(e) = cl.cmd(&["GET", "k"]).await.unwrap() else {
-        panic!()
-    };
-    assert!(
-        e.contains("AUTH failed") && e.contains("product_auth"),
-        "{e}"
-    );
+    let Value::Error(e) = cl.cmd(&["GET", "k"]).await.unwrap() else { panic!() };
+    assert!(e.contains("AUTH failed") && e.contains("product_auth"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,9 +330,7 @@ async fn deep_pipelines_get_backpressure_not_disconnection() {
     // write everything first (a task, since the proxy stops reading at 100 in flight)
     let (mut rd, mut wr) = cl.stream().split();
     let writer = async {
-        tokio::io::AsyncWriteExt::write_all(&mut wr, &out)
-            .await
-            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut wr, &out).await.unwrap();
     };
     let reader = async {
         let mut buf = bytes::BytesMut::new();
@@ -546,11 +338,7 @@ async fn deep_pipelines_get_backpressure_not_disconnection() {
         let mut n = 0;
         let mut last = 0;
         while n < N {
-            if tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf)
-                .await
-                .unwrap()
-                == 0
-            {
+            if tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf).await.unwrap() == 0 {
                 panic!("proxy closed the connection after {n} replies");
             }
             while let Some(len) = scanner.scan(&buf).unwrap() {
@@ -569,72 +357,25 @@ async fn deep_pipelines_get_backpressure_not_disconnection() {
 async fn local_commands() {
     let c = Cluster::start(2).await;
     let mut cl = c.client().await;
-    assert_eq!(
-        cl.cmd(&["PING"]).await.unwrap(),
-        Value::Simple("PONG".into())
-    );
+    assert_eq!(cl.cmd(&["PING"]).await.unwrap(), Value::Simple("PONG".into()));
     assert_eq!(cl.cmd(&["ping", "hi"]).await.unwrap(), Value::bulk("hi"));
     assert_eq!(cl.cmd(&["ECHO", "x y"]).await.unwrap(), Value::bulk("x y"));
     let hashes = cl
-        .cmd(&[
-            "SLOTSHASHKEY",
-            "foo",
-            "bar",
-            "{user1000}.following",
-            "user1000",
-            "a{}b",
-            "{}",
-            "x{",
-            "x{y",
-        ])
+        .cmd(&["SLOTSHASHKEY", "foo", "bar", "{user1000}.following", "user1000", "a{}b", "{}", "x{", "x{y"])
         .await
         .unwrap();
-    assert_eq!(
-        hashes,
-        Value::Array(
-            [289, 170, 870, 870, 0, 0, 437, 351]
-                .into_iter()
-                .map(Value::Int)
-                .collect()
-        )
-    );
-    let Value::Array(m) = cl.cmd(&["SLOTSMAPPING", "1023"]).await.unwrap() else {
-        panic!()
-    };
+    assert_eq!(hashes, Value::Array([289, 170, 870, 870, 0, 0, 437, 351].into_iter().map(Value::Int).collect()));
+    let Value::Array(m) = cl.cmd(&["SLOTSMAPPING", "1023"]).await.unwrap() else { panic!() };
     assert_eq!(m[0], Value::bulk("1023"));
     assert_eq!(m[1], Value::bulk(&c.servers[1].addr()));
-    let Value::Array(all) = cl.cmd(&["SLOTSMAPPING"]).await.unwrap() else {
-        panic!()
-    };
+    let Value::Array(all) = cl.cmd(&["SLOTSMAPPING"]).await.unwrap() else { panic!() };
     assert_eq!(all.len(), 1024);
-    let Value::Bulk(info) = cl.cmd(&["INFO"]).await.unwrap() else {
-        panic!()
-    };
+    let Value::Bulk(info) = cl.cmd(&["INFO"]).await.unwrap() else { panic!() };
     let info = String::from_utf8(info).unwrap();
-    assert!(
-        info.starts_with("# Proxy\r\n") && info.contains("redis_version:"),
-        "{info}"
-    );
-    let Value::Bulk(info) = cl
-        .cmd(&["INFO", &c.servers[0].addr(), "server"])
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    assert!(
-        String::from_utf8(info)
-            .unwrap()
-            .contains(&format!("tcp_port:{}", c.servers[0].port))
-    );
-    assert!(
-        cl.cmd(&["COMMAND", "COUNT"])
-            .await
-            .unwrap()
-            .as_int()
-            .unwrap()
-            > 200
-    );
+    assert!(info.starts_with("# Proxy\r\n") && info.contains("redis_version:"), "{info}");
+    let Value::Bulk(info) = cl.cmd(&["INFO", &c.servers[0].addr(), "server"]).await.unwrap() else { panic!() };
+    assert!(String::from_utf8(info).unwrap().contains(&format!("tcp_port:{}", c.servers[0].port)));
+    assert!(cl.cmd(&["COMMAND", "COUNT"]).await.unwrap().as_int().unwrap() > 200);
     assert_eq!(
         cl.cmd(&["SLOTSSCAN", "5000", "0"]).await.unwrap(),
         Value::Error("ERR parse slotnum '5000' failed, out of range".into())
@@ -646,11 +387,10 @@ async fn local_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_reads_when_enabled() {
     let master = codis_testkit::RedisServer::start(&["--repl-diskless-sync-delay", "0"]);
-    let replica =
-        codis_testkit::RedisServer::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let replica = codis_testkit::RedisServer::start(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
     let mut config = common::test_config();
     config.backend_primary_only = false;
-    let proxy = codis_proxy::Proxy::bind(config, None).await.unwrap();
+    let proxy = codis_proxy::Proxy::bind(config, codis_proxy::Options { workers: 2, log_control: None }).await.unwrap();
     let slots: Vec<_> = (0..1024)
         .map(|i| codis_core::models::Slot {
             id: i,
@@ -663,7 +403,6 @@ async fn replica_reads_when_enabled() {
     proxy.start().unwrap();
     let mut cl = Client::connect(&proxy.model().proxy_addr).await.unwrap();
     assert_eq!(cl.cmd(&["SET", "rk", "1"]).await.unwrap(), Value::ok());
-    let mut r = Client::connect(&replica.addr()).await.unwrap();
     wait_until("replication", Duration::from_secs(10), || async {
         let mut r = Client::connect(&replica.addr()).await.ok()?;
         (r.cmd(&["GET", "rk"]).await.ok()? == Value::bulk("1")).then_some(())
@@ -677,20 +416,17 @@ async fn replica_reads_when_enabled() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    // reads move to the replica once its connection is up; writes stay on the master
-    wait_until(
-        "a GET served by the replica",
-        Duration::from_secs(10),
-        || async {
-            let mut cl = Client::connect(&proxy.model().proxy_addr).await.ok()?;
-            for _ in 0..20 {
-                assert_eq!(cl.cmd(&["GET", "rk"]).await.ok()?, Value::bulk("1"));
-            }
-            let mut r = Client::connect(&replica.addr()).await.ok()?;
-            (gets(r.cmd(&["INFO", "commandstats"]).await.ok()?) > 1).then_some(())
-        },
-    )
-    .await;
+    // reads move to the replica once this session's replica connection is up
+    let mut r = Client::connect(&replica.addr()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(cl.cmd(&["GET", "rk"]).await.unwrap(), Value::bulk("1"));
+        if gets(r.cmd(&["INFO", "commandstats"]).await.unwrap()) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no GET reached the replica");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // from now on reads stay on the replica and writes go to the master
     let mut m = Client::connect(&master.addr()).await.unwrap();
     let sets = |info: Value| -> i64 {
@@ -708,16 +444,7 @@ async fn replica_reads_when_enabled() {
         assert_eq!(cl.cmd(&["GET", "rk"]).await.unwrap(), Value::bulk("1"));
     }
     assert_eq!(cl.cmd(&["SET", "rk", "2"]).await.unwrap(), Value::ok());
-    assert_eq!(
-        gets(m.cmd(&["INFO", "commandstats"]).await.unwrap()),
-        master_gets
-    );
-    assert_eq!(
-        gets(r.cmd(&["INFO", "commandstats"]).await.unwrap()),
-        replica_gets + 20
-    );
-    assert_eq!(
-        sets(m.cmd(&["INFO", "commandstats"]).await.unwrap()),
-        master_sets + 1
-    );
+    assert_eq!(gets(m.cmd(&["INFO", "commandstats"]).await.unwrap()), master_gets);
+    assert_eq!(gets(r.cmd(&["INFO", "commandstats"]).await.unwrap()), replica_gets + 20);
+    assert_eq!(sets(m.cmd(&["INFO", "commandstats"]).await.unwrap()), master_sets + 1);
 }

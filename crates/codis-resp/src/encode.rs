@@ -106,9 +106,6 @@ mod tests {
         out.put_nil();
         out.put_array_len(2);
         assert_eq!(out, b"+OK\r\n-ERR a  b\r\n:-3\r\n$2\r\nxy\r\n$-1\r\n*2\r\n");
-        assert_eq!(
-            &encode_request(["GET", "k"])[..],
-            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
-        );
+        assert_eq!(&encode_request(["GET", "k"])[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
     }
 }

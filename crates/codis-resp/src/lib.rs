@@ -16,4 +16,4 @@ mod request;
 pub use encode::{Encoder, encode_request, int_bytes};
 pub use error::ProtocolError;
 pub use reply::{ReplyKind, ReplyScanner, ReplyView, parse_integer};
-pub use request::{Limits, Request, RequestParser};
+pub use request::{Frame, Limits, Parsed, Request, RequestParser, RequestRef};

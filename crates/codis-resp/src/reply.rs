@@ -75,12 +75,7 @@ enum Line {
 
 impl ReplyScanner {
     pub fn new(max_bulk_len: usize, max_depth: usize) -> Self {
-        Self {
-            pos: 0,
-            stack: Vec::new(),
-            max_bulk_len,
-            max_depth,
-        }
+        Self { pos: 0, stack: Vec::new(), max_bulk_len, max_depth }
     }
 
     /// Returns the byte length of the complete reply at the start of `buf`, or `None`
@@ -94,15 +89,13 @@ impl ReplyScanner {
             // Each arm either consumes one whole value (`value_done`), opens a level, or
             // closes a streamed level.
             let value_done = match t {
-                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
-                    match find_crlf(buf, self.pos + 1)? {
-                        Some(next) => {
-                            self.pos = next;
-                            true
-                        }
-                        None => return Ok(None),
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => match find_crlf(buf, self.pos + 1)? {
+                    Some(next) => {
+                        self.pos = next;
+                        true
                     }
-                }
+                    None => return Ok(None),
+                },
                 b'$' | b'!' | b'=' => match read_line(buf, self.pos + 1)? {
                     Line::Incomplete => return Ok(None),
                     Line::Streamed(next) if t == b'$' => {
@@ -170,11 +163,7 @@ impl ReplyScanner {
                         if n < -1 || (n == -1 && t != b'*') {
                             return Err(ProtocolError::InvalidMultibulkLength);
                         }
-                        let count = if t == b'%' || t == b'|' {
-                            (n.max(0) as u64) * 2
-                        } else {
-                            n.max(0) as u64
-                        };
+                        let count = if t == b'%' || t == b'|' { (n.max(0) as u64) * 2 } else { n.max(0) as u64 };
                         match (count, t) {
                             (0, b'|') => false,
                             (0, _) => true,
@@ -248,10 +237,7 @@ impl ReplyScanner {
 
 /// Position after the first CRLF at or after `from`.
 fn find_crlf(buf: &[u8], from: usize) -> Result<Option<usize>, ProtocolError> {
-    let Some(rel) = buf
-        .get(from..)
-        .and_then(|s| s.iter().position(|&b| b == b'\r'))
-    else {
+    let Some(rel) = buf.get(from..).and_then(|s| s.iter().position(|&b| b == b'\r')) else {
         return Ok(None);
     };
     let cr = from + rel;
@@ -270,9 +256,7 @@ fn read_line(buf: &[u8], from: usize) -> Result<Line, ProtocolError> {
     if digits == b"?" {
         return Ok(Line::Streamed(next));
     }
-    parse_integer_text(digits)
-        .map(|v| Line::Int(v, next))
-        .ok_or(ProtocolError::InvalidBulkLength)
+    parse_integer_text(digits).map(|v| Line::Int(v, next)).ok_or(ProtocolError::InvalidBulkLength)
 }
 
 fn parse_integer_text(s: &[u8]) -> Option<i64> {
@@ -330,8 +314,7 @@ impl ReplyView {
 
     /// The text of an error reply without the leading `-` and the trailing CRLF.
     pub fn error_text(frame: &[u8]) -> Option<&[u8]> {
-        (frame.first() == Some(&b'-') && frame.ends_with(b"\r\n"))
-            .then(|| &frame[1..frame.len() - 2])
+        (frame.first() == Some(&b'-') && frame.ends_with(b"\r\n")).then(|| &frame[1..frame.len() - 2])
     }
 }
 
@@ -341,12 +324,7 @@ mod tests {
 
     fn whole(frame: &[u8]) {
         let mut s = ReplyScanner::default();
-        assert_eq!(
-            s.scan(frame).unwrap(),
-            Some(frame.len()),
-            "{:?}",
-            String::from_utf8_lossy(frame)
-        );
+        assert_eq!(s.scan(frame).unwrap(), Some(frame.len()), "{:?}", String::from_utf8_lossy(frame));
         // every strict prefix is incomplete, whether scanned fresh or resumed byte by byte
         let mut resumed = ReplyScanner::default();
         for cut in 0..frame.len() {
@@ -357,10 +335,7 @@ mod tests {
         // trailing bytes of the next reply are not included
         let mut more = frame.to_vec();
         more.extend_from_slice(b"+OK\r\n");
-        assert_eq!(
-            ReplyScanner::default().scan(&more).unwrap(),
-            Some(frame.len())
-        );
+        assert_eq!(ReplyScanner::default().scan(&more).unwrap(), Some(frame.len()));
     }
 
     #[test]
@@ -411,10 +386,7 @@ mod tests {
         assert!(ReplyScanner::default().scan(b"*x\r\n").is_err());
         assert!(ReplyScanner::new(10, 512).scan(b"$11\r\n").is_err());
         let deep = "*1\r\n".repeat(10);
-        assert_eq!(
-            ReplyScanner::new(100, 5).scan(deep.as_bytes()),
-            Err(ProtocolError::NestingTooDeep)
-        );
+        assert_eq!(ReplyScanner::new(100, 5).scan(deep.as_bytes()), Err(ProtocolError::NestingTooDeep));
     }
 
     #[test]

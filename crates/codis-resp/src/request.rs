@@ -25,12 +25,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_bulk_len: 512 << 20,
-            max_array_len: 1 << 20,
-            max_inline_len: 64 << 10,
-            max_request_len: 1 << 30,
-        }
+        Self { max_bulk_len: 512 << 20, max_array_len: 1 << 20, max_inline_len: 64 << 10, max_request_len: 1 << 30 }
     }
 }
 
@@ -47,20 +42,14 @@ const INLINE_SPANS: usize = 6;
 /// Argument offsets; most commands have at most six arguments, so no allocation.
 #[derive(Debug, Clone)]
 enum Spans {
-    Inline {
-        len: u8,
-        items: [Span; INLINE_SPANS],
-    },
+    Inline { len: u8, items: [Span; INLINE_SPANS] },
     Heap(Vec<Span>),
 }
 
 impl Spans {
     fn with_capacity(n: usize) -> Self {
         if n <= INLINE_SPANS {
-            Spans::Inline {
-                len: 0,
-                items: [Span::default(); INLINE_SPANS],
-            }
+            Spans::Inline { len: 0, items: [Span::default(); INLINE_SPANS] }
         } else {
             // The count comes from the client: never trust it for a large up-front allocation.
             Spans::Heap(Vec::with_capacity(n.min(1024)))
@@ -97,6 +86,57 @@ pub struct Request {
     spans: Spans,
 }
 
+/// A request borrowed from wherever it lies (the read buffer, or an owned [`Request`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRef<'a> {
+    raw: &'a [u8],
+    spans: &'a Spans,
+    shared: Option<&'a Bytes>,
+}
+
+impl<'a> RequestRef<'a> {
+    /// Number of arguments, the command name included.
+    pub fn argc(&self) -> usize {
+        self.spans.as_slice().len()
+    }
+
+    /// Argument `i` (0 is the command name). Panics when out of range.
+    pub fn arg(&self, i: usize) -> &'a [u8] {
+        let s = self.spans.as_slice()[i];
+        &self.raw[s.start as usize..s.end as usize]
+    }
+
+    /// Argument `i`, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        (i < self.argc()).then(|| self.arg(i))
+    }
+
+    /// All arguments in order.
+    pub fn args(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + use<'a> {
+        let raw = self.raw;
+        self.spans.as_slice().iter().map(move |s| &raw[s.start as usize..s.end as usize])
+    }
+
+    /// The multibulk encoding of the whole request, ready to forward.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// The encoding as shared bytes, when the request owns them (large requests are
+    /// forwarded by reference instead of copied).
+    pub fn shared(&self) -> Option<&'a Bytes> {
+        self.shared
+    }
+
+    /// An owned copy (for requests that must wait).
+    pub fn to_owned(&self) -> Request {
+        match self.shared {
+            Some(b) => Request { raw: b.clone(), spans: self.spans.clone() },
+            None => Request { raw: Bytes::copy_from_slice(self.raw), spans: self.spans.clone() },
+        }
+    }
+}
+
 impl Request {
     /// Builds a request from arguments (used for commands the proxy issues itself and
     /// for sub-requests of split multi-key commands).
@@ -120,10 +160,11 @@ impl Request {
             ..Limits::default()
         });
         let req = parser.parse(&mut buf).ok()??;
-        buf.is_empty().then_some(Request {
-            raw,
-            spans: req.spans,
-        })
+        buf.is_empty().then_some(Request { raw, spans: req.spans })
+    }
+
+    pub fn as_ref(&self) -> RequestRef<'_> {
+        RequestRef { raw: &self.raw, spans: &self.spans, shared: Some(&self.raw) }
     }
 
     /// Number of arguments, the command name included.
@@ -133,13 +174,12 @@ impl Request {
 
     /// Argument `i` (0 is the command name). Panics when out of range.
     pub fn arg(&self, i: usize) -> &[u8] {
-        let s = self.spans.as_slice()[i];
-        &self.raw[s.start as usize..s.end as usize]
+        self.as_ref().arg(i)
     }
 
     /// Argument `i`, or `None` past the end.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        (i < self.argc()).then(|| self.arg(i))
+        self.as_ref().get(i)
     }
 
     /// Argument `i` as a shared slice of the request buffer (no copy).
@@ -150,16 +190,51 @@ impl Request {
 
     /// All arguments in order.
     pub fn args(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        self.spans
-            .as_slice()
-            .iter()
-            .map(|s| &self.raw[s.start as usize..s.end as usize])
+        self.as_ref().args()
     }
 
     /// The multibulk encoding of the whole request, ready to forward.
     pub fn raw(&self) -> &Bytes {
         &self.raw
     }
+}
+
+/// A complete request found at the front of the read buffer, not yet taken out of it.
+#[derive(Debug)]
+pub struct Frame {
+    len: usize,
+    spans: Spans,
+}
+
+impl Frame {
+    /// Bytes the request occupies at the front of the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The request, borrowed from `buf` (the buffer the frame was parsed from).
+    pub fn view<'a>(&'a self, buf: &'a [u8]) -> RequestRef<'a> {
+        RequestRef { raw: &buf[..self.len], spans: &self.spans, shared: None }
+    }
+
+    /// Takes the request out of `buf` as an owned request, without copying.
+    pub fn split_from(self, buf: &mut BytesMut) -> Request {
+        Request { raw: buf.split_to(self.len).freeze(), spans: self.spans }
+    }
+}
+
+/// What [`RequestParser::next`] found.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A multibulk request still in the buffer: dispatch it from there, then advance
+    /// the buffer by [`Frame::len`].
+    Frame(Frame),
+    /// An inline request, already re-encoded as multibulk and consumed from the buffer.
+    Owned(Request),
 }
 
 enum State {
@@ -188,10 +263,7 @@ enum Header {
 
 impl RequestParser {
     pub fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            state: State::Idle,
-        }
+        Self { limits, state: State::Idle }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -203,6 +275,25 @@ impl RequestParser {
     /// `Ok(None)` means more bytes are needed; nothing of a partial request is consumed.
     /// After an error the connection must be closed: the stream cannot be resynchronised.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
+        Ok(match self.next(buf)? {
+            None => None,
+            Some(Parsed::Owned(req)) => Some(req),
+            Some(Parsed::Frame(frame)) => Some(frame.split_from(buf)),
+        })
+    }
+
+    /// Finds the next complete request without copying it out of `buf`: multibulk
+    /// requests stay in place (the caller advances `buf` past [`Frame::len`] when done),
+    /// inline ones are consumed and returned re-encoded.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Parsed>, ProtocolError> {
+        // Fast path: a short, complete, well-formed multibulk request parsed in one go.
+        // Anything else (incomplete, malformed, many arguments) takes the resumable path.
+        if matches!(self.state, State::Idle)
+            && buf.first() == Some(&b'*')
+            && let Some(frame) = fast_frame(buf, &self.limits)
+        {
+            return Ok(Some(Parsed::Frame(frame)));
+        }
         loop {
             match &mut self.state {
                 State::Idle => {
@@ -211,7 +302,7 @@ impl RequestParser {
                     };
                     if first != b'*' {
                         match self.parse_inline(buf)? {
-                            Some(Some(req)) => return Ok(Some(req)),
+                            Some(Some(req)) => return Ok(Some(Parsed::Owned(req))),
                             Some(None) => continue, // blank line: ignored, as Redis does
                             None => return Ok(None),
                         }
@@ -235,19 +326,11 @@ impl RequestParser {
                             if n > self.limits.max_array_len {
                                 return Err(ProtocolError::InvalidMultibulkLength);
                             }
-                            self.state = State::Multibulk {
-                                remaining: n,
-                                pos: next,
-                                spans: Spans::with_capacity(n),
-                            };
+                            self.state = State::Multibulk { remaining: n, pos: next, spans: Spans::with_capacity(n) };
                         }
                     }
                 }
-                State::Multibulk {
-                    remaining,
-                    pos,
-                    spans,
-                } => {
+                State::Multibulk { remaining, pos, spans } => {
                     while *remaining > 0 {
                         let Some(&b) = buf.get(*pos) else {
                             return Ok(None);
@@ -277,20 +360,14 @@ impl RequestParser {
                         if &buf[end..end + 2] != b"\r\n" {
                             return Err(ProtocolError::ExpectedCrlf);
                         }
-                        spans.push(Span {
-                            start: start as u32,
-                            end: end as u32,
-                        });
+                        spans.push(Span { start: start as u32, end: end as u32 });
                         *pos = end + 2;
                         *remaining -= 1;
                     }
-                    let State::Multibulk { pos, spans, .. } =
-                        std::mem::replace(&mut self.state, State::Idle)
-                    else {
+                    let State::Multibulk { pos, spans, .. } = std::mem::replace(&mut self.state, State::Idle) else {
                         unreachable!()
                     };
-                    let raw = buf.split_to(pos).freeze();
-                    return Ok(Some(Request { raw, spans }));
+                    return Ok(Some(Parsed::Frame(Frame { len: pos, spans })));
                 }
             }
         }
@@ -307,11 +384,7 @@ impl RequestParser {
         if nl > self.limits.max_inline_len {
             return Err(ProtocolError::InlineTooBig);
         }
-        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
+        let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
         let args = split_args(&buf[..line_end])?;
         buf.advance(nl + 1);
         if args.is_empty() {
@@ -319,6 +392,47 @@ impl RequestParser {
         }
         Ok(Some(Some(Request::from_args(args.iter()))))
     }
+}
+
+/// Parses a complete multibulk request of at most [`INLINE_SPANS`] arguments starting
+/// at `buf[0] == b'*'`, or gives up (`None`) so the general parser handles it.
+#[inline]
+fn fast_frame(buf: &[u8], limits: &Limits) -> Option<Frame> {
+    let (n, mut pos) = fast_uint(buf, 1)?;
+    if n == 0 || n > INLINE_SPANS {
+        return None;
+    }
+    let mut items = [Span::default(); INLINE_SPANS];
+    for item in items.iter_mut().take(n) {
+        if *buf.get(pos)? != b'$' {
+            return None;
+        }
+        let (len, start) = fast_uint(buf, pos + 1)?;
+        let end = start + len;
+        if len > limits.max_bulk_len || end + 2 > limits.max_request_len {
+            return None;
+        }
+        if buf.get(end..end + 2)? != b"\r\n" {
+            return None;
+        }
+        *item = Span { start: start as u32, end: end as u32 };
+        pos = end + 2;
+    }
+    Some(Frame { len: pos, spans: Spans::Inline { len: n as u8, items } })
+}
+
+/// A non-negative decimal of at most 9 digits at `pos`, terminated by `\r\n`.
+#[inline]
+fn fast_uint(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let mut v = 0usize;
+    for (i, &b) in buf.get(pos..)?.iter().enumerate().take(11) {
+        match b {
+            b'0'..=b'9' if i < 9 => v = v * 10 + (b - b'0') as usize,
+            b'\r' if i > 0 => return (buf.get(pos + i + 1) == Some(&b'\n')).then_some((v, pos + i + 2)),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Reads an optionally negative decimal integer at `pos`, terminated by `\r\n`.
@@ -474,9 +588,7 @@ mod tests {
 
     #[test]
     fn multibulk_and_pipelines() {
-        let got =
-            parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n")
-                .unwrap();
+        let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n").unwrap();
         assert_eq!(got, vec![args(&["GET", "k"]), args(&["SET", "k", ""])]);
     }
 
@@ -507,30 +619,14 @@ mod tests {
     #[test]
     fn inline_commands() {
         let got = parse_all(b"PING\r\nset a \"b c\"\n\r\n  get   'x y'  \r\n").unwrap();
-        assert_eq!(
-            got,
-            vec![
-                args(&["PING"]),
-                args(&["set", "a", "b c"]),
-                args(&["get", "x y"])
-            ]
-        );
+        assert_eq!(got, vec![args(&["PING"]), args(&["set", "a", "b c"]), args(&["get", "x y"])]);
         let got = parse_all(b"set k \"\\x41\\n\\\"\" 'it\\'s'\r\n").unwrap();
-        assert_eq!(
-            got,
-            vec![vec![
-                b"set".to_vec(),
-                b"k".to_vec(),
-                b"A\n\"".to_vec(),
-                b"it's".to_vec()
-            ]]
-        );
+        assert_eq!(got, vec![vec![b"set".to_vec(), b"k".to_vec(), b"A\n\"".to_vec(), b"it's".to_vec()]]);
     }
 
     #[test]
     fn byte_at_a_time_gives_the_same_requests() {
-        let input =
-            b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$10\r\n0123456789\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
+        let input = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$10\r\n0123456789\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
         let mut p = RequestParser::new(Limits::default());
         let mut buf = BytesMut::new();
         let mut got = Vec::new();
@@ -540,25 +636,13 @@ mod tests {
                 got.push(req.args().map(|a| a.to_vec()).collect::<Vec<_>>());
             }
         }
-        assert_eq!(
-            got,
-            vec![
-                args(&["SET", "key", "0123456789"]),
-                args(&["PING"]),
-                args(&["PING"])
-            ]
-        );
+        assert_eq!(got, vec![args(&["SET", "key", "0123456789"]), args(&["PING"]), args(&["PING"])]);
     }
 
     #[test]
     fn malformed_inputs() {
         use ProtocolError::*;
-        let limits = Limits {
-            max_bulk_len: 1000,
-            max_array_len: 10,
-            max_inline_len: 100,
-            max_request_len: 5000,
-        };
+        let limits = Limits { max_bulk_len: 1000, max_array_len: 10, max_inline_len: 100, max_request_len: 5000 };
         let cases: &[(&[u8], ProtocolError)] = &[
             (b"*x\r\n", InvalidMultibulkLength),
             (b"*11\r\n", InvalidMultibulkLength),
@@ -586,12 +670,7 @@ mod tests {
                     Err(e) => break Some(e),
                 }
             };
-            assert_eq!(
-                got.as_ref(),
-                Some(want),
-                "input {:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(got.as_ref(), Some(want), "input {:?}", String::from_utf8_lossy(input));
         }
         // the whole request counts against max_request_len, not only each bulk
         let mut p = RequestParser::new(limits);
@@ -607,17 +686,8 @@ mod tests {
 
     #[test]
     fn error_messages_match_redis() {
-        assert_eq!(
-            ProtocolError::InvalidBulkLength.to_string(),
-            "Protocol error: invalid bulk length"
-        );
-        assert_eq!(
-            ProtocolError::ExpectedBulk(b'+').to_string(),
-            "Protocol error: expected '$', got '+'"
-        );
-        assert_eq!(
-            ProtocolError::InlineTooBig.to_string(),
-            "Protocol error: too big inline request"
-        );
+        assert_eq!(ProtocolError::InvalidBulkLength.to_string(), "Protocol error: invalid bulk length");
+        assert_eq!(ProtocolError::ExpectedBulk(b'+').to_string(), "Protocol error: expected '$', got '+'");
+        assert_eq!(ProtocolError::InlineTooBig.to_string(), "Protocol error: too big inline request");
     }
 }

@@ -57,11 +57,7 @@ impl Value {
 }
 
 fn line(buf: &[u8], pos: usize) -> (&str, usize) {
-    let end = pos
-        + buf[pos..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("CRLF");
+    let end = pos + buf[pos..].windows(2).position(|w| w == b"\r\n").expect("CRLF");
     (std::str::from_utf8(&buf[pos..end]).unwrap_or(""), end + 2)
 }
 
@@ -95,11 +91,7 @@ fn parse_at(buf: &[u8], pos: usize) -> (Value, usize) {
             (Value::Array(items), p)
         }
         _ => {
-            let len = ReplyScanner::default()
-                .scan(&buf[pos..])
-                .ok()
-                .flatten()
-                .unwrap_or(buf.len() - pos);
+            let len = ReplyScanner::default().scan(&buf[pos..]).ok().flatten().unwrap_or(buf.len() - pos);
             (Value::Other(buf[pos..pos + len].to_vec()), pos + len)
         }
     }
@@ -116,11 +108,7 @@ impl Client {
     pub async fn connect(addr: &str) -> io::Result<Client> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Client {
-            stream,
-            buf: BytesMut::with_capacity(64 << 10),
-            scanner: ReplyScanner::default(),
-        })
+        Ok(Client { stream, buf: BytesMut::with_capacity(64 << 10), scanner: ReplyScanner::default() })
     }
 
     /// Sends raw bytes.
@@ -136,10 +124,8 @@ impl Client {
     /// Reads one reply frame; `UnexpectedEof` if the server closed the connection.
     pub async fn read_frame(&mut self) -> io::Result<Bytes> {
         loop {
-            if let Some(len) = self
-                .scanner
-                .scan(&self.buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            if let Some(len) =
+                self.scanner.scan(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
             {
                 return Ok(self.buf.split_to(len).freeze());
             }
@@ -179,12 +165,7 @@ impl Client {
     /// Whether the server has closed the connection (reads until EOF or a short timeout).
     pub async fn is_closed(&mut self) -> bool {
         let mut tmp = [0u8; 256];
-        match tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            self.stream.read(&mut tmp),
-        )
-        .await
-        {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), self.stream.read(&mut tmp)).await {
             Ok(Ok(0)) | Ok(Err(_)) => true,
             Ok(Ok(_)) => false,
             Err(_) => false,

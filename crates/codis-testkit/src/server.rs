@@ -7,19 +7,12 @@ use std::time::{Duration, Instant};
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
 }
 
 /// Whether `redis-server` is on the PATH (tests fail with a clear message otherwise).
 pub fn redis_available() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// A `redis-server` child process on 127.0.0.1, killed when dropped.
@@ -34,19 +27,10 @@ impl RedisServer {
     /// Starts a server with no persistence and the given extra arguments
     /// (e.g. `["--requirepass", "x"]`).
     pub fn start(extra: &[&str]) -> RedisServer {
-        assert!(
-            redis_available(),
-            "redis-server not found: install Debian's redis-server package (see .ci/run)"
-        );
-        let dir =
-            std::env::temp_dir().join(format!("codis-testkit-{}-{}", std::process::id(), unique()));
+        assert!(redis_available(), "redis-server not found: install Debian's redis-server package (see .ci/run)");
+        let dir = std::env::temp_dir().join(format!("codis-testkit-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).expect("create server dir");
-        let mut s = RedisServer {
-            port: 0,
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
+        let mut s = RedisServer { port: 0, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: None };
         s.spawn_on_free_port();
         s
     }
@@ -66,32 +50,20 @@ impl RedisServer {
                 return;
             }
         }
-        panic!(
-            "could not start redis-server on a free port; see {}",
-            self.dir.display()
-        );
+        panic!("could not start redis-server on a free port; see {}", self.dir.display());
     }
 
     fn spawn(&mut self) -> Result<(), ()> {
         let log = self.dir.join(format!("redis-{}.log", self.port));
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&self.dir)
-        .arg("--logfile")
-        .arg(&log)
-        .args(&self.extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn redis-server");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -122,19 +94,13 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.spawn().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "could not restart redis-server on port {}",
-                self.port
-            );
+            assert!(Instant::now() < deadline, "could not restart redis-server on port {}", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 

@@ -11,9 +11,7 @@ mod topom;
 
 pub use group::{Group, GroupServer, GroupServerAction, Promoting};
 pub use proxy::Proxy;
-pub use slot::{
-    FORWARD_SEMI_ASYNC, FORWARD_SYNC, Slot, SlotAction, SlotMapping, parse_forward_method,
-};
+pub use slot::{FORWARD_SEMI_ASYNC, FORWARD_SYNC, Slot, SlotAction, SlotMapping, parse_forward_method};
 pub use topom::{Sentinel, Topom};
 
 /// Action states shared by slot migrations, promotions and replica syncs.
@@ -43,10 +41,7 @@ mod tests {
 
     #[test]
     fn slot_json_omits_zero_fields() {
-        let s = Slot {
-            id: 7,
-            ..Default::default()
-        };
+        let s = Slot { id: 7, ..Default::default() };
         assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"id":7}"#);
         let s = Slot {
             id: 579,
@@ -68,20 +63,9 @@ mod tests {
 
     #[test]
     fn slot_mapping_json() {
-        let mut m = SlotMapping {
-            id: 579,
-            group_id: 2,
-            ..Default::default()
-        };
-        assert_eq!(
-            serde_json::to_string(&m).unwrap(),
-            r#"{"id":579,"group_id":2,"action":{}}"#
-        );
-        m.action = SlotAction {
-            index: 1,
-            state: action::PENDING.into(),
-            target_id: 1,
-        };
+        let mut m = SlotMapping { id: 579, group_id: 2, ..Default::default() };
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"id":579,"group_id":2,"action":{}}"#);
+        m.action = SlotAction { index: 1, state: action::PENDING.into(), target_id: 1 };
         assert_eq!(
             to_string_pretty(&m).unwrap(),
             "{\n    \"id\": 579,\n    \"group_id\": 2,\n    \"action\": {\n        \"index\": 1,\n        \"state\": \"pending\",\n        \"target_id\": 1\n    }\n}"
@@ -92,20 +76,14 @@ mod tests {
     fn group_and_proxy_json() {
         let g = Group {
             id: 1,
-            servers: vec![GroupServer {
-                addr: "127.0.0.1:6379".into(),
-                ..Default::default()
-            }],
+            servers: vec![GroupServer { addr: "127.0.0.1:6379".into(), ..Default::default() }],
             ..Default::default()
         };
         assert_eq!(
             serde_json::to_string(&g).unwrap(),
             r#"{"id":1,"servers":[{"server":"127.0.0.1:6379","datacenter":"","action":{},"replica_group":false}],"promoting":{},"out_of_sync":false}"#
         );
-        let p = Proxy {
-            token: "t".into(),
-            ..Default::default()
-        };
+        let p = Proxy { token: "t".into(), ..Default::default() };
         assert_eq!(
             serde_json::to_string(&p).unwrap(),
             r#"{"token":"t","start_time":"","admin_addr":"","proto_type":"","proxy_addr":"","product_name":"","pid":0,"pwd":"","sys":"","hostname":"","datacenter":""}"#
@@ -115,9 +93,6 @@ mod tests {
             serde_json::to_string(&t).unwrap(),
             r#"{"token":"","start_time":"","admin_addr":"","product_name":"","pid":0,"pwd":"","sys":""}"#
         );
-        assert_eq!(
-            serde_json::to_string(&Sentinel::default()).unwrap(),
-            r#"{"out_of_sync":false}"#
-        );
+        assert_eq!(serde_json::to_string(&Sentinel::default()).unwrap(), r#"{"out_of_sync":false}"#);
     }
 }

@@ -5,7 +5,7 @@
 //! in order and handed back in batches. On any failure every request in flight gets
 //! an error reply, the connection is marked down so new requests fail at once, and
 //! reconnection is retried with backoff (immediately at first, then 50 ms doubling to
-//! 5 s). Idle connections are health-checked with PING.
+//! 1 s). Idle connections are health-checked with PING.
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use codis_resp::{ReplyScanner, ReplyView, encode_request};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{BackendRequest, BackendSettings, ConnShared, DOWN, UP};
+use super::{BackendSettings, Batch, ConnShared, DOWN, UP};
 use crate::io::{OutQueue, read_available};
-use crate::reply::{DeliveryBatch, ReplyTo};
+use crate::reply::{DeliveryBatch, Replies, ReplyData, SHARE_LIMIT};
 
 /// How a served connection ended.
 enum End {
@@ -31,7 +31,7 @@ enum End {
 }
 
 pub(super) async fn run(
-    mut rx: mpsc::UnboundedReceiver<BackendRequest>,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
     shared: Arc<ConnShared>,
     settings: Arc<BackendSettings>,
 ) {
@@ -58,8 +58,8 @@ pub(super) async fn run(
         let retry_at = Instant::now() + delay;
         loop {
             tokio::select! {
-                req = rx.recv() => match req {
-                    Some(req) => req.reply.fail(&shared.unavailable()),
+                batch = rx.recv() => match batch {
+                    Some(batch) => batch.fail(&shared.unavailable()),
                     None => return,
                 },
                 _ = sleep_until(retry_at) => break,
@@ -68,31 +68,26 @@ pub(super) async fn run(
     }
 }
 
-/// Immediate retries for a blip, then 50 ms doubling up to 5 s.
+/// Immediate retries for a blip, then 50 ms doubling up to 1 s: a server that comes back
+/// is used again within a second, and a dead one costs one refused connect per second.
 fn backoff(failures: u32) -> Duration {
     if failures <= 2 {
         return Duration::ZERO;
     }
-    Duration::from_millis(50u64.saturating_mul(1 << (failures - 3).min(7)))
-        .min(Duration::from_secs(5))
+    Duration::from_millis(50u64.saturating_mul(1 << (failures - 3).min(7))).min(Duration::from_secs(1))
 }
 
 async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpStream, String> {
     let stream = match timeout(settings.connect_timeout, TcpStream::connect(&*shared.addr)).await {
         Err(_) => {
-            return Err(format!(
-                "connect timed out after {:?}",
-                settings.connect_timeout
-            ));
+            return Err(format!("connect timed out after {:?}", settings.connect_timeout));
         }
         Ok(Err(e)) => return Err(format!("connect failed: {e}")),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
     if !settings.keepalive.is_zero() {
-        let ka = socket2::TcpKeepalive::new()
-            .with_time(settings.keepalive)
-            .with_interval(settings.keepalive);
+        let ka = socket2::TcpKeepalive::new().with_time(settings.keepalive).with_interval(settings.keepalive);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
     }
     let mut setup = Vec::new();
@@ -100,10 +95,7 @@ async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpS
         setup.push((encode_request(["AUTH", settings.auth.as_str()]), "AUTH"));
     }
     if shared.db != 0 {
-        setup.push((
-            encode_request([&b"SELECT"[..], shared.db.to_string().as_bytes()]),
-            "SELECT",
-        ));
+        setup.push((encode_request([&b"SELECT"[..], shared.db.to_string().as_bytes()]), "SELECT"));
     }
     if !setup.is_empty() {
         let deadline = Instant::now() + settings.connect_timeout;
@@ -113,11 +105,7 @@ async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpS
 }
 
 /// Sends AUTH/SELECT and checks their replies before the connection takes traffic.
-async fn handshake(
-    stream: &TcpStream,
-    setup: &[(Bytes, &str)],
-    deadline: Instant,
-) -> Result<(), String> {
+async fn handshake(stream: &TcpStream, setup: &[(Bytes, &str)], deadline: Instant) -> Result<(), String> {
     let mut out = OutQueue::default();
     for (req, _) in setup {
         out.push(req);
@@ -146,14 +134,10 @@ async fn handshake(
                     let err = String::from_utf8_lossy(err);
                     // A server without a password rejects AUTH; that is not a reason to stay down.
                     let no_password = what == "AUTH"
-                        && (err.contains("without any password configured")
-                            || err.contains("no password is set"));
+                        && (err.contains("without any password configured") || err.contains("no password is set"));
                     if !no_password {
-                        let hint = if what == "AUTH" {
-                            " (check product_auth)"
-                        } else {
-                            " (check backend_number_databases)"
-                        };
+                        let hint =
+                            if what == "AUTH" { " (check product_auth)" } else { " (check backend_number_databases)" };
                         return Err(format!("{what} failed: {err}{hint}"));
                     }
                 }
@@ -169,35 +153,73 @@ async fn handshake(
 
 async fn serve(
     stream: &TcpStream,
-    rx: &mut mpsc::UnboundedReceiver<BackendRequest>,
+    rx: &mut mpsc::UnboundedReceiver<Batch>,
     shared: &ConnShared,
     settings: &BackendSettings,
 ) -> End {
-    let mut inflight: VecDeque<ReplyTo> = VecDeque::new();
+    let mut inflight = InFlight::default();
     let result = pipeline(stream, rx, shared, settings, &mut inflight).await;
     if let End::Failed(err) = &result {
-        let msg = format!(
-            "ERR backend {} connection lost: {err}; the command may or may not have run",
-            shared.addr
-        );
-        for to in inflight.drain(..) {
-            to.fail(&msg);
-        }
+        let msg = format!("ERR backend {} connection lost: {err}; the command may or may not have run", shared.addr);
+        inflight.fail_all(&msg);
     }
     result
 }
 
+/// Requests written to the server and not yet answered, as the batches they came in.
+#[derive(Default)]
+struct InFlight {
+    runs: VecDeque<Replies>,
+    count: usize,
+}
+
+impl InFlight {
+    fn push(&mut self, replies: Replies) {
+        self.count += replies.len();
+        if !replies.is_empty() {
+            self.runs.push_back(replies);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Hands `reply` to the oldest waiting request. `Err` if nothing waits (the server
+    /// sent something unasked); `Ok(false)` for a health-check reply.
+    fn answer(&mut self, batch: &mut DeliveryBatch, reply: ReplyData<'_>) -> Result<bool, ()> {
+        let run = self.runs.front_mut().ok_or(())?;
+        let delivered = run.answer(batch, reply, false);
+        self.count -= 1;
+        if run.is_empty() {
+            self.runs.pop_front();
+        }
+        Ok(delivered)
+    }
+
+    fn fail_all(&mut self, msg: &str) {
+        for mut run in self.runs.drain(..) {
+            run.fail_all(msg);
+        }
+        self.count = 0;
+    }
+}
+
 async fn pipeline(
     stream: &TcpStream,
-    rx: &mut mpsc::UnboundedReceiver<BackendRequest>,
+    rx: &mut mpsc::UnboundedReceiver<Batch>,
     shared: &ConnShared,
     settings: &BackendSettings,
-    inflight: &mut VecDeque<ReplyTo>,
+    inflight: &mut InFlight,
 ) -> End {
     let mut out = OutQueue::default();
     let mut rbuf = BytesMut::with_capacity(settings.recv_bufsize.min(16 << 10));
     let mut scanner = ReplyScanner::default();
-    let mut incoming: Vec<BackendRequest> = Vec::with_capacity(256);
+    let mut incoming: Vec<Batch> = Vec::with_capacity(64);
     let mut closing = false;
     let ping = Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
     let mut last_read = Instant::now();
@@ -214,12 +236,12 @@ async fn pipeline(
         // Take whatever sessions queued, up to the pipeline limit, without waiting.
         while !closing && inflight.len() < settings.max_pipeline {
             match rx.try_recv() {
-                Ok(req) => {
+                Ok(batch) => {
                     if inflight.is_empty() {
                         last_read = Instant::now();
                     }
-                    out.push(&req.payload);
-                    inflight.push_back(req.reply);
+                    out.append(batch.out);
+                    inflight.push(batch.replies);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => closing = true,
@@ -264,29 +286,39 @@ async fn pipeline(
                         Ok(None) => break,
                         Err(e) => return End::Failed(format!("bad reply from server: {e}")),
                     };
-                    let frame = rbuf.split_to(len).freeze();
-                    let Some(to) = inflight.pop_front() else {
-                        return End::Failed("unexpected reply from server".to_string());
+                    // Small replies are copied out and the buffer reused; large ones are shared.
+                    let (delivered, frame) = if len < SHARE_LIMIT {
+                        let d = inflight.answer(&mut batch, ReplyData::Slice(&rbuf[..len]));
+                        (d, None)
+                    } else {
+                        let frame = rbuf.split_to(len).freeze();
+                        (inflight.answer(&mut batch, ReplyData::Bytes(frame.clone())), Some(frame))
                     };
-                    if to.is_discard() {
-                        if ReplyView::error_text(&frame).is_some() {
-                            tracing::warn!(addr = %shared.addr, reply = %String::from_utf8_lossy(&frame).trim_end(), "health check failed");
+                    match delivered {
+                        Err(()) => return End::Failed("unexpected reply from server".to_string()),
+                        Ok(false) => {
+                            let health = frame.as_deref().unwrap_or(&rbuf[..len]);
+                            if let Some(err) = ReplyView::error_text(health) {
+                                tracing::warn!(addr = %shared.addr, reply = %String::from_utf8_lossy(err), "health check failed");
+                            }
                         }
-                        continue;
+                        Ok(true) => {}
                     }
-                    batch.push(to, frame, false);
+                    if frame.is_none() {
+                        rbuf.advance(len);
+                    }
                 }
             }
-            n = rx.recv_many(&mut incoming, 256), if can_take => {
+            n = rx.recv_many(&mut incoming, 64), if can_take => {
                 if n == 0 {
                     closing = true;
                 }
                 if inflight.is_empty() {
                     last_read = Instant::now();
                 }
-                for req in incoming.drain(..) {
-                    out.push(&req.payload);
-                    inflight.push_back(req.reply);
+                for batch in incoming.drain(..) {
+                    out.append(batch.out);
+                    inflight.push(batch.replies);
                 }
             }
             r = stream.writable(), if !out.is_empty() => {
@@ -308,7 +340,7 @@ async fn pipeline(
                 }
                 if !settings.ping_period.is_zero() && inflight.is_empty() && now - last_activity >= settings.ping_period {
                     out.push(&ping);
-                    inflight.push_back(ReplyTo::discard());
+                    inflight.push(Replies::discard());
                     last_activity = now;
                     last_read = now;
                 }
@@ -327,6 +359,6 @@ mod tests {
         assert_eq!(backoff(2), Duration::ZERO);
         assert_eq!(backoff(3), Duration::from_millis(50));
         assert_eq!(backoff(4), Duration::from_millis(100));
-        assert_eq!(backoff(100), Duration::from_secs(5));
+        assert_eq!(backoff(100), Duration::from_secs(1));
     }
 }

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::reply::ReplyTo;
+use crate::io::OutQueue;
+use crate::reply::{Inbox, Replies, Tickets};
 
 /// Settings shared by every backend connection of a proxy.
 #[derive(Debug, Clone)]
@@ -51,10 +52,34 @@ impl Default for BackendSettings {
     }
 }
 
-/// A request on its way to a backend: the encoded command and where its reply goes.
-pub struct BackendRequest {
-    pub payload: Bytes,
-    pub reply: ReplyTo,
+/// Requests on their way to one backend connection: their encoded bytes, in order, and
+/// who waits for each reply. A session sends one batch per connection per read, so a
+/// pipeline of requests costs one queue operation, not one per request.
+pub struct Batch {
+    pub out: OutQueue,
+    pub replies: Replies,
+}
+
+impl Batch {
+    /// A batch sized for a typical pipeline, so filling it does not reallocate.
+    pub fn new(inbox: Arc<Inbox>) -> Batch {
+        Batch { out: OutQueue::with_capacity(2048), replies: Replies::with_capacity(inbox, 32) }
+    }
+
+    pub fn push_bytes(&mut self, payload: &Bytes, seq: u64, part: u32, tickets: Tickets) {
+        self.out.push(payload);
+        self.replies.push(seq, part, tickets);
+    }
+
+    pub fn push_slice(&mut self, payload: &[u8], seq: u64, part: u32, tickets: Tickets) {
+        self.out.push_slice(payload);
+        self.replies.push(seq, part, tickets);
+    }
+
+    /// Answers every request of the batch with the same error.
+    fn fail(mut self, msg: &str) {
+        self.replies.fail_all(msg);
+    }
 }
 
 const CONNECTING: u8 = 0;
@@ -80,78 +105,83 @@ impl ConnShared {
     }
 }
 
+/// A cheap handle for queueing batches on one connection.
+#[derive(Clone)]
+pub struct ConnHandle {
+    tx: mpsc::UnboundedSender<Batch>,
+    shared: Arc<ConnShared>,
+}
+
+impl ConnHandle {
+    /// Identity of the connection (to group requests per connection).
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// Queues a batch; a backend known to be down answers at once with an error.
+    pub fn send(&self, batch: Batch) {
+        if batch.replies.is_empty() {
+            return;
+        }
+        if self.shared.state.load(Ordering::Relaxed) == DOWN {
+            return batch.fail(&self.shared.unavailable());
+        }
+        if let Err(mpsc::error::SendError(batch)) = self.tx.send(batch) {
+            batch.fail(&self.shared.unavailable());
+        }
+    }
+}
+
 /// One pipelined connection (its task runs in [`conn`]).
 pub struct BackendConn {
-    tx: mpsc::UnboundedSender<BackendRequest>,
-    shared: Arc<ConnShared>,
+    handle: ConnHandle,
 }
 
 impl BackendConn {
     fn spawn(addr: Arc<str>, db: usize, settings: Arc<BackendSettings>) -> BackendConn {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(ConnShared {
-            addr,
-            db,
-            state: AtomicU8::new(CONNECTING),
-            last_error: Mutex::new(String::new()),
-        });
+        let shared =
+            Arc::new(ConnShared { addr, db, state: AtomicU8::new(CONNECTING), last_error: Mutex::new(String::new()) });
         tokio::spawn(conn::run(rx, shared.clone(), settings));
-        BackendConn { tx, shared }
+        BackendConn { handle: ConnHandle { tx, shared } }
     }
 
     pub fn is_up(&self) -> bool {
-        self.shared.state.load(Ordering::Relaxed) == UP
+        self.handle.shared.state.load(Ordering::Relaxed) == UP
     }
 
-    /// Queues a request; a backend known to be down answers at once with an error.
-    pub fn send(&self, req: BackendRequest) {
-        if self.shared.state.load(Ordering::Relaxed) == DOWN {
-            req.reply.fail(&self.shared.unavailable());
-            return;
-        }
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(req) {
-            req.reply.fail(&self.shared.unavailable());
-        }
+    pub fn handle(&self) -> &ConnHandle {
+        &self.handle
     }
 }
 
-/// One server in one role, with its connections per database.
+/// One server in one role, with its connections per worker thread and database.
 pub struct BackendPool {
     addr: Arc<str>,
     parallel: usize,
+    databases: usize,
     settings: Arc<BackendSettings>,
-    dbs: Box<[OnceLock<Box<[BackendConn]>>]>,
+    /// Indexed by `worker * databases + db`; opened on first use by that worker.
+    conns: Box<[OnceLock<Box<[BackendConn]>>]>,
 }
 
 impl BackendPool {
-    pub fn new(addr: &str, replica: bool, settings: Arc<BackendSettings>) -> BackendPool {
-        let parallel = if replica {
-            settings.replica_parallel
-        } else {
-            settings.primary_parallel
-        }
-        .max(1);
-        let dbs = (0..settings.databases.max(1))
-            .map(|_| OnceLock::new())
-            .collect();
-        BackendPool {
-            addr: addr.into(),
-            parallel,
-            settings,
-            dbs,
-        }
+    pub fn new(addr: &str, replica: bool, settings: Arc<BackendSettings>, workers: usize) -> BackendPool {
+        let parallel = if replica { settings.replica_parallel } else { settings.primary_parallel }.max(1);
+        let databases = settings.databases.max(1);
+        let conns = (0..databases * workers.max(1)).map(|_| OnceLock::new()).collect();
+        BackendPool { addr: addr.into(), parallel, databases, settings, conns }
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// The connections for database `db`, opened on first use.
+    /// This worker's connections for database `db`, opened on first use.
     fn conns(&self, db: usize) -> &[BackendConn] {
-        self.dbs[db].get_or_init(|| {
-            (0..self.parallel)
-                .map(|_| BackendConn::spawn(self.addr.clone(), db, self.settings.clone()))
-                .collect()
+        let idx = (crate::worker::current() * self.databases + db) % self.conns.len();
+        self.conns[idx].get_or_init(|| {
+            (0..self.parallel).map(|_| BackendConn::spawn(self.addr.clone(), db, self.settings.clone())).collect()
         })
     }
 
@@ -163,14 +193,11 @@ impl BackendPool {
         if n == 1 || first.is_up() {
             return first;
         }
-        (1..n)
-            .map(|i| &conns[(seed + i) % n])
-            .find(|c| c.is_up())
-            .unwrap_or(first)
+        (1..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up()).unwrap_or(first)
     }
 
-    /// A connection for `db` only if one is up; never opens connections for a replica read
-    /// that the master could serve.
+    /// A connection for `db` only if one is up: a replica read never waits for a
+    /// replica connection to open when the master can serve it.
     pub fn conn_if_up(&self, db: usize, seed: usize) -> Option<&BackendConn> {
         let conns = self.conns(db);
         let n = conns.len();

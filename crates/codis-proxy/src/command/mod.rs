@@ -261,10 +261,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
     let mut by_name = FxHashMap::default();
     let mut names = Vec::new();
     let specs = table::COMMANDS.iter().map(|s| (s.name, Some(s)));
-    let extra = EXTRA
-        .iter()
-        .filter(|n| !table::COMMANDS.iter().any(|s| s.name == **n))
-        .map(|n| (*n, None));
+    let extra = EXTRA.iter().filter(|n| !table::COMMANDS.iter().any(|s| s.name == **n)).map(|n| (*n, None));
     for (name, spec) in specs.chain(extra) {
         let flags = spec.map_or(0, |s| s.flags);
         let mut class = 0;
@@ -284,29 +281,15 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         }
         let id = names.len() as u16;
         names.push(name);
-        by_name.insert(
-            name.as_bytes(),
-            Command {
-                name,
-                id,
-                class,
-                handler: handler_of(name),
-                spec,
-            },
-        );
+        by_name.insert(name.as_bytes(), Command { name, id, class, handler: handler_of(name), spec });
     }
     Table { by_name, names }
 });
 
 /// The entry for commands the table does not know: forwarded by their first argument,
 /// as Codis does, so that commands of newer servers keep working.
-pub static UNKNOWN: Command = Command {
-    name: "UNKNOWN",
-    id: u16::MAX,
-    class: class::MAY_WRITE,
-    handler: Handler::Forward,
-    spec: None,
-};
+pub static UNKNOWN: Command =
+    Command { name: "UNKNOWN", id: u16::MAX, class: class::MAY_WRITE, handler: Handler::Forward, spec: None };
 
 /// Looks a command up by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> &'static Command {
@@ -327,11 +310,7 @@ pub fn count() -> usize {
 
 /// The name of command `id`.
 pub fn name_of(id: u16) -> &'static str {
-    TABLE
-        .names
-        .get(id as usize)
-        .copied()
-        .unwrap_or(UNKNOWN.name)
+    TABLE.names.get(id as usize).copied().unwrap_or(UNKNOWN.name)
 }
 
 #[cfg(test)]
@@ -342,11 +321,7 @@ mod tests {
         let c = lookup(args[0].as_bytes());
         let spec = c.spec.unwrap();
         let mut out = Vec::new();
-        spec.for_each_key(
-            args.len(),
-            |i| args.get(i).map(|s| s.as_bytes()),
-            |i| out.push(args[i].to_string()),
-        );
+        spec.for_each_key(args.len(), |i| args.get(i).map(|s| s.as_bytes()), |i| out.push(args[i].to_string()));
         out
     }
 
@@ -355,15 +330,9 @@ mod tests {
         assert!(lookup(b"get").is_read_only());
         assert!(!lookup(b"SET").is_read_only());
         assert!(lookup(b"keys").is_not_allowed());
-        assert!(
-            lookup(b"Slotsmgrt-Exec-Wrapper").is_not_allowed(),
-            "hyphenated names are classified"
-        );
+        assert!(lookup(b"Slotsmgrt-Exec-Wrapper").is_not_allowed(), "hyphenated names are classified");
         assert!(lookup(b"SLOTSRESTORE-ASYNC-ACK").is_not_allowed());
-        assert!(
-            lookup(b"config").is_not_allowed(),
-            "admin commands are refused"
-        );
+        assert!(lookup(b"config").is_not_allowed(), "admin commands are refused");
         assert!(lookup(b"hscan").is_master_only() && lookup(b"hscan").is_read_only());
         assert!(lookup(b"eval").is_master_only() && !lookup(b"eval").is_read_only());
         assert_eq!(lookup(b"mget").handler, Handler::Split(SplitKind::Mget));
@@ -381,21 +350,11 @@ mod tests {
         assert_eq!(keys(&["MSET", "a", "1", "b", "2"]), ["a", "b"]);
         assert_eq!(keys(&["EVAL", "s", "2", "x", "y", "arg"]), ["x", "y"]);
         assert!(keys(&["EVAL", "s", "0", "arg"]).is_empty());
-        assert_eq!(
-            keys(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]),
-            ["d", "a", "b"]
-        );
-        assert_eq!(
-            keys(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"]),
-            ["s1", "s2"]
-        );
+        assert_eq!(keys(&["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"]), ["d", "a", "b"]);
+        assert_eq!(keys(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"]), ["s1", "s2"]);
         assert_eq!(keys(&["SINTER", "a", "b", "c"]), ["a", "b", "c"]);
         assert!(keys(&["PING"]).is_empty());
-        let object = lookup(b"OBJECT")
-            .spec
-            .unwrap()
-            .subcommand(b"encoding")
-            .unwrap();
+        let object = lookup(b"OBJECT").spec.unwrap().subcommand(b"encoding").unwrap();
         assert_eq!(object.name, "ENCODING");
         assert!(lookup(b"GET").spec.unwrap().arity_ok(2));
         assert!(!lookup(b"GET").spec.unwrap().arity_ok(3));

@@ -93,20 +93,13 @@ impl CommandSpec {
 
     /// The subcommand named by `arg` (case-insensitive), if this is a container command.
     pub fn subcommand(&self, arg: &[u8]) -> Option<&'static CommandSpec> {
-        self.subcommands
-            .iter()
-            .find(|s| s.name.as_bytes().eq_ignore_ascii_case(arg))
+        self.subcommands.iter().find(|s| s.name.as_bytes().eq_ignore_ascii_case(arg))
     }
 
     /// Calls `f` with the index of every key argument, in spec order. Specs that do not
     /// apply (keyword absent, bad key count) are skipped, as with Redis's partial walk;
     /// the server reports the syntax error itself.
-    pub fn for_each_key<'a>(
-        &self,
-        argc: usize,
-        arg: impl Fn(usize) -> Option<&'a [u8]>,
-        mut f: impl FnMut(usize),
-    ) {
+    pub fn for_each_key<'a>(&self, argc: usize, arg: impl Fn(usize) -> Option<&'a [u8]>, mut f: impl FnMut(usize)) {
         let argc = argc as isize;
         for spec in self.keys {
             if spec.flags & KS_NOT_KEY != 0 {
@@ -114,21 +107,14 @@ impl CommandSpec {
             }
             let first = match spec.begin {
                 BeginSearch::Index(i) => i as isize,
-                BeginSearch::Keyword {
-                    keyword,
-                    start_from,
-                } => {
+                BeginSearch::Keyword { keyword, start_from } => {
                     let s = start_from as isize;
                     let hit = if s > 0 {
-                        (s..argc).find(|&i| {
-                            arg(i as usize)
-                                .is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes()))
-                        })
+                        (s..argc).find(|&i| arg(i as usize).is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes())))
                     } else {
-                        (1..=argc + s).rev().find(|&i| {
-                            arg(i as usize)
-                                .is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes()))
-                        })
+                        (1..=argc + s)
+                            .rev()
+                            .find(|&i| arg(i as usize).is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes())))
                     };
                     match hit {
                         Some(i) => i + 1,
@@ -138,11 +124,7 @@ impl CommandSpec {
                 BeginSearch::Unknown => continue,
             };
             let (first, last, step) = match spec.find {
-                FindKeys::Range {
-                    last_key,
-                    key_step,
-                    limit,
-                } => {
+                FindKeys::Range { last_key, key_step, limit } => {
                     let last = if last_key >= 0 {
                         first + last_key as isize
                     } else if limit <= 1 {
@@ -152,11 +134,7 @@ impl CommandSpec {
                     };
                     (first, last, key_step as isize)
                 }
-                FindKeys::KeyNum {
-                    key_num_idx,
-                    first_key,
-                    key_step,
-                } => {
+                FindKeys::KeyNum { key_num_idx, first_key, key_step } => {
                     let Some(n) = arg((first + key_num_idx as isize) as usize)
                         .and_then(|a| std::str::from_utf8(a).ok())
                         .and_then(|s| s.parse::<isize>().ok())
@@ -165,11 +143,7 @@ impl CommandSpec {
                         continue;
                     };
                     let first = first + first_key as isize;
-                    (
-                        first,
-                        first + (n - 1) * key_step as isize,
-                        key_step as isize,
-                    )
+                    (first, first + (n - 1) * key_step as isize, key_step as isize)
                 }
                 FindKeys::Unknown => continue,
             };

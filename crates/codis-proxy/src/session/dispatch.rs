@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use codis_core::{MAX_SLOT_NUM, slot_of};
-use codis_resp::{Encoder, Request};
+use codis_resp::{Encoder, Request, RequestRef};
 
 use super::Session;
 use super::pending::{Split, State};
-use crate::backend::{BackendConn, BackendPool, BackendRequest};
+use crate::backend::{BackendConn, BackendPool};
 use crate::command::{self, Command, CommandSpec, Handler, SplitKind};
-use crate::reply::{ReplyTo, Tickets, error_reply};
+use crate::reply::{Tickets, error_reply};
 use crate::router::{RouteTable, SlotRoute};
 
 const OK: &[u8] = b"+OK\r\n";
@@ -23,18 +23,14 @@ enum Target {
 }
 
 impl Session {
-    pub(super) fn dispatch_request(&mut self, req: Request, start: Instant) {
+    pub(super) fn dispatch_request(&mut self, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         let cmd = command::lookup(req.arg(0));
         if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit) {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
         }
         if cmd.is_not_allowed() {
             let name = String::from_utf8_lossy(req.arg(0)).to_ascii_uppercase();
-            return self.fail(
-                cmd,
-                start,
-                &format!("ERR handle request, command '{name}' is not allowed"),
-            );
+            return self.fail(cmd, start, &format!("ERR handle request, command '{name}' is not allowed"));
         }
         if let Some(spec) = cmd.spec
             && !spec.arity_ok(req.argc())
@@ -42,12 +38,15 @@ impl Session {
             return self.fail(cmd, start, &arity_error(spec.name));
         }
         match cmd.handler {
-            Handler::Forward => self.forward(cmd, req, start),
-            Handler::Split(kind) => self.split(cmd, kind, req, start),
+            Handler::Forward => self.forward(cmd, req, start, table),
+            Handler::Split(kind) => self.split(cmd, kind, req, start, table),
             Handler::Ping => match req.argc() {
                 1 => self.reply_static(cmd, start, b"+PONG\r\n"),
                 _ => match self.shared.router.pool_by_addr(req.arg(1)) {
-                    Some(pool) => self.send_to(cmd, Target::Pool(pool), Request::from_args([req.arg(0)]), start),
+                    Some(pool) => {
+                        let ping = Request::from_args([req.arg(0)]);
+                        self.send_to(cmd, Target::Pool(pool), ping.as_ref(), start, table)
+                    }
                     None => self.reply_bulk(cmd, start, req.arg(1)),
                 },
             },
@@ -58,7 +57,7 @@ impl Session {
             }
             Handler::Auth => self.auth(cmd, &req, start),
             Handler::Select => self.select(cmd, &req, start),
-            Handler::Info => self.info(cmd, req, start),
+            Handler::Info => self.info(cmd, req, start, table),
             Handler::SlotsHashKey => {
                 let mut out = BytesMut::new();
                 out.put_array_len(req.argc() - 1);
@@ -67,16 +66,23 @@ impl Session {
                 }
                 self.reply_now(cmd.id, start, out.freeze(), false)
             }
-            Handler::SlotsMapping => self.slots_mapping(cmd, &req, start),
+            Handler::SlotsMapping => self.slots_mapping(cmd, &req, start, table),
             Handler::SlotsInfo => match req.argc() {
                 2 => match self.shared.router.pool_by_addr(req.arg(1)) {
-                    Some(pool) => self.send_to(cmd, Target::Pool(pool), Request::from_args([req.arg(0)]), start),
+                    Some(pool) => {
+                        let info = Request::from_args([req.arg(0)]);
+                        self.send_to(cmd, Target::Pool(pool), info.as_ref(), start, table)
+                    }
                     None => self.fail(cmd, start, &unknown_backend(req.arg(1))),
                 },
-                _ => self.fail(cmd, start, "ERR wrong number of arguments for 'SLOTSINFO' command (usage: SLOTSINFO <backend addr>)"),
+                _ => self.fail(
+                    cmd,
+                    start,
+                    "ERR wrong number of arguments for 'SLOTSINFO' command (usage: SLOTSINFO <backend addr>)",
+                ),
             },
             Handler::SlotsScan => match parse_slot(req.get(1)) {
-                Ok(slot) => self.send_to(cmd, Target::Slot(slot), req, start),
+                Ok(slot) => self.send_to(cmd, Target::Slot(slot), req, start, table),
                 Err(e) => self.fail(cmd, start, &e),
             },
         }
@@ -97,17 +103,13 @@ impl Session {
         self.reply_now(cmd.id, start, error_reply(msg), true)
     }
 
-    fn auth(&mut self, cmd: &Command, req: &Request, start: Instant) {
+    fn auth(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant) {
         let password = match req.argc() {
             2 => req.arg(1),
             3 if req.arg(1) == b"default" => req.arg(2),
             3 => {
                 self.authorized = self.shared.config.session_auth.is_empty() && self.authorized;
-                return self.fail(
-                    cmd,
-                    start,
-                    "WRONGPASS invalid username-password pair or user is disabled.",
-                );
+                return self.fail(cmd, start, "WRONGPASS invalid username-password pair or user is disabled.");
             }
             _ => return self.fail(cmd, start, &arity_error("auth")),
         };
@@ -123,18 +125,13 @@ impl Session {
         }
     }
 
-    fn select(&mut self, cmd: &Command, req: &Request, start: Instant) {
+    fn select(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant) {
         let databases = self.shared.config.backend_number_databases;
-        match std::str::from_utf8(req.arg(1))
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-        {
+        match std::str::from_utf8(req.arg(1)).ok().and_then(|s| s.parse::<i64>().ok()) {
             None => self.fail(cmd, start, "ERR invalid DB index"),
-            Some(db) if db < 0 || db >= databases => self.fail(
-                cmd,
-                start,
-                &format!("ERR invalid DB index, only accept DB [0,{databases})"),
-            ),
+            Some(db) if db < 0 || db >= databases => {
+                self.fail(cmd, start, &format!("ERR invalid DB index, only accept DB [0,{databases})"))
+            }
             Some(db) => {
                 self.db = db as usize;
                 self.reply_static(cmd, start, OK)
@@ -142,21 +139,18 @@ impl Session {
         }
     }
 
-    fn info(&mut self, cmd: &'static Command, req: Request, start: Instant) {
+    fn info(&mut self, cmd: &'static Command, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         // `INFO <backend addr> [section]` asks that backend, as in Codis.
         if let Some(pool) = req.get(1).and_then(|a| self.shared.router.pool_by_addr(a)) {
-            let args: Vec<&[u8]> = std::iter::once(req.arg(0))
-                .chain(req.args().skip(2))
-                .collect();
-            return self.send_to(cmd, Target::Pool(pool), Request::from_args(args), start);
+            let args: Vec<&[u8]> = std::iter::once(req.arg(0)).chain(req.args().skip(2)).collect();
+            let info = Request::from_args(args);
+            return self.send_to(cmd, Target::Pool(pool), info.as_ref(), start, table);
         }
         let section = Bytes::from(self.shared.info_section());
         let only_proxy = req.argc() == 2 && req.arg(1).eq_ignore_ascii_case(b"proxy");
-        let table = self.shared.router.load();
-        match (only_proxy, self.any_slot(&table)) {
+        match (only_proxy, self.any_slot(table)) {
             (false, Some(slot)) => {
-                drop(table);
-                self.send_with_state(cmd, Target::Slot(slot), req, start, State::Info(section))
+                self.send_with_state(cmd, Target::Slot(slot), req, start, State::Info(section), table)
             }
             _ => {
                 let mut out = BytesMut::new();
@@ -166,7 +160,7 @@ impl Session {
         }
     }
 
-    fn slots_mapping(&mut self, cmd: &Command, req: &Request, start: Instant) {
+    fn slots_mapping(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant, table: &RouteTable) {
         fn put_slot(out: &mut BytesMut, route: &SlotRoute) {
             let m = &route.model;
             out.put_array_len(4);
@@ -181,7 +175,6 @@ impl Session {
                 }
             }
         }
-        let table = self.shared.router.load();
         let mut out = BytesMut::new();
         match req.argc() {
             1 => {
@@ -211,14 +204,15 @@ impl Session {
     }
 
     /// Routes a command by its keys: all of them must be served by one group.
-    fn forward(&mut self, cmd: &'static Command, req: Request, start: Instant) {
+    fn forward(&mut self, cmd: &'static Command, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         let spec = resolve_spec(cmd, &req);
-        if matches!(cmd.name, "XREAD" | "XREADGROUP")
-            && req.args().any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
-        {
-            return self.fail(cmd, start, "ERR blocking commands are not supported by codis-proxy yet; use XREAD without BLOCK and poll");
+        if matches!(cmd.name, "XREAD" | "XREADGROUP") && req.args().any(|a| a.eq_ignore_ascii_case(b"BLOCK")) {
+            return self.fail(
+                cmd,
+                start,
+                "ERR blocking commands are not supported by codis-proxy yet; use XREAD without BLOCK and poll",
+            );
         }
-        let table = self.shared.router.load();
         let mut first: Option<u16> = None;
         let mut cross = false;
         let mut check = |slot: u16| match first {
@@ -226,9 +220,7 @@ impl Session {
             Some(f) => cross |= !same_group(&table.slots[f as usize], &table.slots[slot as usize]),
         };
         match spec {
-            Some(spec) => {
-                spec.for_each_key(req.argc(), |i| req.get(i), |i| check(slot_of(req.arg(i))))
-            }
+            Some(spec) => spec.for_each_key(req.argc(), |i| req.get(i), |i| check(slot_of(req.arg(i)))),
             // Unknown to the table: routed by the first argument, as Codis does.
             None if cmd.spec.is_none() => {
                 if let Some(k) = req.get(1) {
@@ -249,23 +241,25 @@ impl Session {
         }
         let slot = match first {
             Some(slot) => slot,
-            None => match self.any_slot(&table) {
+            None => match self.any_slot(table) {
                 Some(slot) => slot,
                 None => {
-                    return self.fail(
-                        cmd,
-                        start,
-                        "ERR no slot has a backend yet; assign slots to groups first",
-                    );
+                    return self.fail(cmd, start, "ERR no slot has a backend yet; assign slots to groups first");
                 }
             },
         };
-        drop(table);
-        self.send_to(cmd, Target::Slot(slot), req, start)
+        self.send_to(cmd, Target::Slot(slot), req, start, table)
     }
 
-    fn send_to(&mut self, cmd: &'static Command, target: Target, req: Request, start: Instant) {
-        self.send_with_state(cmd, target, req, start, State::Waiting)
+    fn send_to(
+        &mut self,
+        cmd: &'static Command,
+        target: Target,
+        req: RequestRef<'_>,
+        start: Instant,
+        table: &RouteTable,
+    ) {
+        self.send_with_state(cmd, target, req, start, State::Waiting, table)
     }
 
     /// Sends one request and records its pending entry. A request for a locked slot is
@@ -274,167 +268,114 @@ impl Session {
         &mut self,
         cmd: &'static Command,
         target: Target,
-        req: Request,
+        req: RequestRef<'_>,
         start: Instant,
         state: State,
+        table: &RouteTable,
     ) {
         self.seed = self.seed.wrapping_add(1);
         let slot = match target {
             Target::Pool(pool) => {
                 let seq = self.pending.push(cmd.id, start, state);
-                let reply = ReplyTo::new(self.inbox.clone(), seq, 0, Tickets::None);
-                pool.conn(self.db, self.seed).send(BackendRequest {
-                    payload: req.raw().clone(),
-                    reply,
-                });
+                let conn = pool.conn(self.db, self.seed);
+                self.queue(conn, req, seq, 0, Tickets::None);
                 return;
             }
             Target::Slot(slot) => slot,
         };
-        let router = self.shared.router.clone();
-        loop {
-            let table = router.load();
-            let route = &table.slots[slot as usize];
-            if route.locked() {
-                self.stalled = Some(req);
-                return;
-            }
-            if route.backend.is_none() {
-                return self.fail(cmd, start, &not_ready(slot));
-            }
-            if route.migrate_from.is_some() {
-                return self.fail(
-                    cmd,
-                    start,
-                    &format!("ERR slot {slot} is migrating; retry shortly"),
-                );
-            }
-            let Some(ticket) = router.enter(&table, slot) else {
-                continue;
-            };
-            let seq = self.pending.push(cmd.id, start, state);
-            let reply = ReplyTo::new(
-                self.inbox.clone(),
-                seq,
-                0,
-                Tickets::One(ticket.slot, ticket.parity),
-            );
-            let conn = pick_conn(
-                route,
-                cmd,
-                self.db,
-                self.seed,
-                self.shared.config.backend_primary_only,
-            );
-            conn.send(BackendRequest {
-                payload: req.raw().clone(),
-                reply,
-            });
+        let route = &table.slots[slot as usize];
+        if route.locked() {
+            self.stalled = Some(req.to_owned());
             return;
         }
+        if route.backend.is_none() {
+            return self.fail(cmd, start, &not_ready(slot));
+        }
+        if route.migrate_from.is_some() {
+            return self.fail(cmd, start, &format!("ERR slot {slot} is migrating; retry shortly"));
+        }
+        let ticket = self.shared.router.enter(table, slot);
+        let seq = self.pending.push(cmd.id, start, state);
+        let conn = pick_conn(route, cmd, self.db, self.seed, self.shared.config.backend_primary_only);
+        self.queue(conn, req, seq, 0, Tickets::One(ticket.slot, ticket.parity));
     }
 
     /// Splits a multi-key command into one sub-request per backend and merges the replies.
-    fn split(&mut self, cmd: &'static Command, kind: SplitKind, req: Request, start: Instant) {
+    fn split(
+        &mut self,
+        cmd: &'static Command,
+        kind: SplitKind,
+        req: RequestRef<'_>,
+        start: Instant,
+        table: &RouteTable,
+    ) {
         let stride = kind.stride();
         if !(req.argc() - 1).is_multiple_of(stride) {
             return self.fail(cmd, start, &arity_error(cmd.name));
         }
         let nkeys = (req.argc() - 1) / stride;
-        let router = self.shared.router.clone();
-        'retry: loop {
-            let table = router.load();
-            // Group the keys by backend, in order of first appearance.
-            let mut parts: Vec<Part> = Vec::new();
-            let mut positions: Vec<(u32, u32)> =
-                Vec::with_capacity(if kind == SplitKind::Mget { nkeys } else { 0 });
-            for k in 0..nkeys {
-                let arg = 1 + k * stride;
-                let slot = slot_of(req.arg(arg));
-                let route = &table.slots[slot as usize];
-                if route.locked() {
-                    self.stalled = Some(req);
-                    return;
-                }
-                let Some(backend) = &route.backend else {
-                    return self.fail(cmd, start, &not_ready(slot));
-                };
-                if route.migrate_from.is_some() {
-                    return self.fail(
-                        cmd,
-                        start,
-                        &format!("ERR slot {slot} is migrating; retry shortly"),
-                    );
-                }
-                let p = match parts.iter().position(|p| Arc::ptr_eq(&p.backend, backend)) {
-                    Some(p) => p,
-                    None => {
-                        parts.push(Part {
-                            backend: backend.clone(),
-                            first_slot: slot,
-                            args: Vec::new(),
-                            slots: Vec::new(),
-                        });
-                        parts.len() - 1
-                    }
-                };
-                let part = &mut parts[p];
-                if kind == SplitKind::Mget {
-                    positions.push((p as u32, part.args.len() as u32));
-                }
-                part.args.push(arg);
-                if !part.slots.contains(&slot) {
-                    part.slots.push(slot);
-                }
+        // Group the keys by backend, in order of first appearance.
+        let mut parts: Vec<Part> = Vec::new();
+        let mut positions: Vec<(u32, u32)> = Vec::with_capacity(if kind == SplitKind::Mget { nkeys } else { 0 });
+        for k in 0..nkeys {
+            let arg = 1 + k * stride;
+            let slot = slot_of(req.arg(arg));
+            let route = &table.slots[slot as usize];
+            if route.locked() {
+                self.stalled = Some(req.to_owned());
+                return;
             }
-            // Count every slot in before sending anything; re-route if the table moved.
-            let mut tickets: Vec<Vec<(u16, u8)>> = Vec::with_capacity(parts.len());
-            for part in &parts {
-                let mut t = Vec::with_capacity(part.slots.len());
-                for &slot in &part.slots {
-                    match router.enter(&table, slot) {
-                        Some(ticket) => t.push((ticket.slot, ticket.parity)),
-                        None => {
-                            for (slot, parity) in tickets.into_iter().flatten().chain(t) {
-                                router.gates().leave(slot, parity);
-                            }
-                            continue 'retry;
-                        }
-                    }
-                }
-                tickets.push(t);
-            }
-            let single = parts.len() == 1;
-            let state = if single {
-                State::Waiting
-            } else {
-                State::Split(Box::new(Split::new(kind, parts.len(), positions)))
+            let Some(backend) = &route.backend else {
+                return self.fail(cmd, start, &not_ready(slot));
             };
-            let seq = self.pending.push(cmd.id, start, state);
-            let primary_only = self.shared.config.backend_primary_only;
-            for (i, (part, t)) in parts.iter().zip(tickets).enumerate() {
-                let payload = if single {
-                    // Everything on one backend: forward the client's bytes untouched.
-                    req.raw().clone()
-                } else {
-                    let args = std::iter::once(req.arg(0)).chain(
-                        part.args
-                            .iter()
-                            .flat_map(|&a| (a..a + stride).map(|j| req.arg(j))),
-                    );
-                    encode_args(args, 1 + part.args.len() * stride)
-                };
-                let tickets = if t.len() == 1 {
-                    Tickets::One(t[0].0, t[0].1)
-                } else {
-                    Tickets::Many(t.into_boxed_slice())
-                };
-                let reply = ReplyTo::new(self.inbox.clone(), seq, i as u32, tickets);
-                let route = &table.slots[part.first_slot as usize];
-                pick_conn(route, cmd, self.db, self.seed, primary_only)
-                    .send(BackendRequest { payload, reply });
+            if route.migrate_from.is_some() {
+                return self.fail(cmd, start, &format!("ERR slot {slot} is migrating; retry shortly"));
             }
-            return;
+            let p = match parts.iter().position(|p| Arc::ptr_eq(&p.backend, backend)) {
+                Some(p) => p,
+                None => {
+                    parts.push(Part {
+                        backend: backend.clone(),
+                        first_slot: slot,
+                        args: Vec::new(),
+                        slots: Vec::new(),
+                    });
+                    parts.len() - 1
+                }
+            };
+            let part = &mut parts[p];
+            if kind == SplitKind::Mget {
+                positions.push((p as u32, part.args.len() as u32));
+            }
+            part.args.push(arg);
+            if !part.slots.contains(&slot) {
+                part.slots.push(slot);
+            }
+        }
+        let router = &self.shared.router;
+        let tickets: Vec<Vec<(u16, u8)>> = parts
+            .iter()
+            .map(|part| part.slots.iter().map(|&slot| router.enter(table, slot)).map(|t| (t.slot, t.parity)).collect())
+            .collect();
+        self.seed = self.seed.wrapping_add(1);
+        let single = parts.len() == 1;
+        let state =
+            if single { State::Waiting } else { State::Split(Box::new(Split::new(kind, parts.len(), positions))) };
+        let seq = self.pending.push(cmd.id, start, state);
+        let primary_only = self.shared.config.backend_primary_only;
+        for (i, (part, t)) in parts.iter().zip(tickets).enumerate() {
+            let tickets = if t.len() == 1 { Tickets::One(t[0].0, t[0].1) } else { Tickets::Many(t.into_boxed_slice()) };
+            let route = &table.slots[part.first_slot as usize];
+            let conn = pick_conn(route, cmd, self.db, self.seed, primary_only);
+            if single {
+                // Everything on one backend: forward the client's bytes untouched.
+                self.queue(conn, req, seq, i as u32, tickets);
+            } else {
+                let args = std::iter::once(req.arg(0))
+                    .chain(part.args.iter().flat_map(|&a| (a..a + stride).map(|j| req.arg(j))));
+                let payload = encode_args(args, 1 + part.args.len() * stride);
+                self.queue_bytes(conn, &payload, seq, i as u32, tickets);
+            }
         }
     }
 }
@@ -458,7 +399,7 @@ fn encode_args<'a>(args: impl Iterator<Item = &'a [u8]>, count: usize) -> Bytes 
 }
 
 /// The spec that describes `req`: the subcommand's for container commands.
-fn resolve_spec(cmd: &Command, req: &Request) -> Option<&'static CommandSpec> {
+fn resolve_spec(cmd: &Command, req: &RequestRef<'_>) -> Option<&'static CommandSpec> {
     let spec = cmd.spec?;
     if spec.subcommands.is_empty() {
         return Some(spec);
@@ -478,19 +419,9 @@ fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
 
 /// The connection for a request on `route`: a replica for reads when the slot has
 /// replica groups and one of them is connected (best tier first), else the master.
-fn pick_conn<'a>(
-    route: &'a SlotRoute,
-    cmd: &Command,
-    db: usize,
-    seed: usize,
-    primary_only: bool,
-) -> &'a BackendConn {
-    let master = route
-        .backend
-        .as_ref()
-        .expect("caller checked the slot has a backend");
-    if !primary_only && cmd.is_read_only() && !cmd.is_master_only() && route.migrate_from.is_none()
-    {
+fn pick_conn<'a>(route: &'a SlotRoute, cmd: &Command, db: usize, seed: usize, primary_only: bool) -> &'a BackendConn {
+    let master = route.backend.as_ref().expect("caller checked the slot has a backend");
+    if !primary_only && cmd.is_read_only() && !cmd.is_master_only() && route.migrate_from.is_none() {
         for tier in route.replicas.iter() {
             let n = tier.len();
             for i in 0..n {
@@ -504,10 +435,7 @@ fn pick_conn<'a>(
 }
 
 fn arity_error(name: &str) -> String {
-    format!(
-        "ERR wrong number of arguments for '{}' command",
-        name.to_ascii_lowercase()
-    )
+    format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase())
 }
 
 fn not_ready(slot: u16) -> String {
@@ -515,10 +443,7 @@ fn not_ready(slot: u16) -> String {
 }
 
 fn unknown_backend(addr: &[u8]) -> String {
-    format!(
-        "ERR backend server '{}' not found",
-        String::from_utf8_lossy(addr)
-    )
+    format!("ERR backend server '{}' not found", String::from_utf8_lossy(addr))
 }
 
 fn parse_slot(arg: Option<&[u8]>) -> Result<u16, String> {

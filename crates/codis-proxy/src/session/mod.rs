@@ -16,17 +16,21 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use bytes::{Bytes, BytesMut};
-use codis_resp::{Request, RequestParser};
+use bytes::{Buf, Bytes, BytesMut};
+use codis_resp::{Parsed, Request, RequestParser, RequestRef};
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
+use crate::backend::{BackendConn, Batch, ConnHandle};
 use crate::config::Config;
 use crate::io::{Conn, OutQueue, read_available};
 use crate::proxy::Shared;
-use crate::reply::{Delivery, Inbox, error_reply};
+use crate::reply::{Body, Inbox, Mail, Tickets, error_reply};
 use crate::stats::LocalStats;
 use pending::Pending;
+
+/// Requests at least this large are forwarded by reference instead of copied.
+const BIG_REQUEST: usize = 16 << 10;
 
 /// Serves one client until it quits, errs or the proxy shuts down.
 pub async fn serve<C: Conn>(conn: C, shared: Arc<Shared>) {
@@ -43,7 +47,7 @@ struct Session {
     recv_chunk: usize,
     out: OutQueue,
     pending: Pending,
-    deliveries: Vec<Delivery>,
+    mail: Mail,
     stats: LocalStats,
     max_pipeline: usize,
     db: usize,
@@ -53,6 +57,8 @@ struct Session {
     /// A request waiting for its slot to be unlocked.
     stalled: Option<Request>,
     changes: watch::Receiver<u64>,
+    /// Requests of the current round, per backend connection.
+    outbox: Vec<(ConnHandle, Batch)>,
     seed: usize,
     last_request: Instant,
 }
@@ -68,7 +74,7 @@ impl Session {
             recv_chunk: Config::clamp_buf(config.session_recv_bufsize).min(64 << 10),
             out: OutQueue::default(),
             pending: Pending::default(),
-            deliveries: Vec::new(),
+            mail: Mail::default(),
             stats: LocalStats::default(),
             max_pipeline: config.session_max_pipeline.max(1) as usize,
             db: 0,
@@ -76,6 +82,7 @@ impl Session {
             closing: false,
             stalled: None,
             changes: shared.router.subscribe(),
+            outbox: Vec::new(),
             seed,
             last_request: Instant::now(),
             shared,
@@ -86,9 +93,13 @@ impl Session {
         let idle_timeout = self.shared.config.session_recv_timeout.duration();
         let send_timeout = self.shared.config.session_send_timeout.duration();
         let tick = Duration::from_secs(1);
-        let mut next_tick = Instant::now() + tick;
         let mut write_stalled: Option<Instant> = None;
-        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut shutdown_rx = self.shared.shutdown.subscribe();
+        let shutdown = shutdown_rx.wait_for(|&closed| closed);
+        // Long-lived futures: created once, not once per loop turn.
+        tokio::pin!(shutdown);
+        let timer = tokio::time::sleep(tick);
+        tokio::pin!(timer);
         let mut eof = false;
         loop {
             self.collect();
@@ -102,20 +113,13 @@ impl Session {
                     write_stalled = Some(Instant::now());
                 }
             }
-            if (self.closing || eof)
-                && self.pending.is_empty()
-                && self.out.is_empty()
-                && self.stalled.is_none()
-            {
+            if (self.closing || eof) && self.pending.is_empty() && self.out.is_empty() && self.stalled.is_none() {
                 return;
             }
-            let can_read = !self.closing
-                && !eof
-                && self.stalled.is_none()
-                && self.pending.len() < self.max_pipeline;
+            let can_read = !self.closing && !eof && self.stalled.is_none() && self.pending.len() < self.max_pipeline;
             tokio::select! {
                 biased;
-                _ = self.inbox.wait() => {}
+                _ = self.inbox.ready() => {}
                 r = conn.readable(), if can_read => {
                     if r.is_err() {
                         return;
@@ -140,14 +144,17 @@ impl Session {
                         return;
                     }
                     if let Some(req) = self.stalled.take() {
-                        self.dispatch_request(req, StdInstant::now());
+                        let router = self.shared.router.clone();
+                        let (round, table) = router.begin_round();
+                        self.dispatch_request(req.as_ref(), StdInstant::now(), &table);
+                        drop((round, table));
                         self.process_input();
                     }
                 }
-                _ = shutdown.changed() => return,
-                _ = sleep_until(next_tick) => {
+                _ = &mut shutdown => return,
+                _ = &mut timer => {
                     let now = Instant::now();
-                    next_tick = now + tick;
+                    timer.as_mut().reset(now + tick);
                     self.stats.flush(&self.shared.stats, now.into_std(), false);
                     if let Some(since) = write_stalled
                         && !send_timeout.is_zero()
@@ -167,76 +174,146 @@ impl Session {
 
     /// Moves arrived replies into place and queues every reply that is next in order.
     fn collect(&mut self) {
-        self.inbox.take(&mut self.deliveries);
-        for d in self.deliveries.drain(..) {
-            self.pending.deliver(d);
-        }
+        self.inbox.take(&mut self.mail);
         let mut now = None;
         let before = self.pending.len();
-        while let Some((entry, reply, proxy_error)) = self.pending.pop_ready() {
-            let now = *now.get_or_insert_with(StdInstant::now);
-            let redis_error = !proxy_error && reply.first() == Some(&b'-');
-            self.stats.record(
-                entry.cmd,
-                now.saturating_duration_since(entry.start),
-                proxy_error,
-                redis_error,
-            );
-            self.out.push(&reply);
+        if !self.mail.items.is_empty() {
+            let data = self.mail.data.split().freeze();
+            let mut items = std::mem::take(&mut self.mail.items);
+            for d in items.drain(..) {
+                match d.body {
+                    Body::Copied { start, end } => {
+                        let bytes = &data[start as usize..end as usize];
+                        // The common case: the reply the client waits for next goes
+                        // straight to the client without being stored.
+                        if let Some(entry) = self.pending.take_front_if_waiting(d.seq) {
+                            let now = *now.get_or_insert_with(StdInstant::now);
+                            let redis_error = !d.proxy_error && bytes.first() == Some(&b'-');
+                            self.stats.record(
+                                entry.cmd,
+                                now.saturating_duration_since(entry.start),
+                                d.proxy_error,
+                                redis_error,
+                            );
+                            self.out.push_slice(bytes);
+                        } else {
+                            self.pending.deliver(
+                                d.seq,
+                                d.part,
+                                data.slice(start as usize..end as usize),
+                                d.proxy_error,
+                            );
+                        }
+                    }
+                    Body::Shared(reply) => self.pending.deliver(d.seq, d.part, reply, d.proxy_error),
+                }
+                self.drain_ready(&mut now);
+            }
+            self.mail.items = items;
         }
+        self.drain_ready(&mut now);
         if before >= self.max_pipeline && self.pending.len() < self.max_pipeline {
             // Backpressure released: requests already buffered can proceed.
             self.process_input();
         }
     }
 
-    /// Parses and dispatches buffered requests while the pipeline has room.
+    /// Writes out every answered request at the front of the pipeline.
+    fn drain_ready(&mut self, now: &mut Option<StdInstant>) {
+        while let Some((entry, reply, proxy_error)) = self.pending.pop_ready() {
+            let now = *now.get_or_insert_with(StdInstant::now);
+            let redis_error = !proxy_error && reply.first() == Some(&b'-');
+            self.stats.record(entry.cmd, now.saturating_duration_since(entry.start), proxy_error, redis_error);
+            self.out.push(&reply);
+        }
+    }
+
+    /// Parses and dispatches buffered requests while the pipeline has room, then sends
+    /// what was queued for each backend connection as one batch.
     fn process_input(&mut self) {
         let now = StdInstant::now();
+        // One snapshot of the slot table for the whole round.
+        let router = self.shared.router.clone();
+        let (round, table) = router.begin_round();
+        // Requests are dispatched straight from the read buffer (taken out of `self`
+        // for the round so they can be borrowed while the session is updated).
+        let mut buf = std::mem::take(&mut self.rbuf);
         while !self.closing && self.stalled.is_none() && self.pending.len() < self.max_pipeline {
-            match self.parser.parse(&mut self.rbuf) {
-                Ok(Some(req)) => self.dispatch_request(req, now),
+            match self.parser.next(&mut buf) {
+                Ok(Some(Parsed::Frame(frame))) if frame.len() >= BIG_REQUEST => {
+                    let req = frame.split_from(&mut buf);
+                    self.dispatch_request(req.as_ref(), now, &table);
+                }
+                Ok(Some(Parsed::Frame(frame))) => {
+                    self.dispatch_request(frame.view(&buf), now, &table);
+                    buf.advance(frame.len());
+                }
+                Ok(Some(Parsed::Owned(req))) => self.dispatch_request(req.as_ref(), now, &table),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!("session closed: {e}");
-                    self.reply_now(
-                        crate::command::UNKNOWN.id,
-                        now,
-                        error_reply(&format!("ERR {e}")),
-                        true,
-                    );
+                    self.reply_now(crate::command::UNKNOWN.id, now, error_reply(&format!("ERR {e}")), true);
                     self.closing = true;
-                    self.rbuf = BytesMut::new();
+                    buf = BytesMut::new();
                 }
             }
         }
+        drop((round, table));
+        self.rbuf = buf;
         if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * self.recv_chunk {
             self.rbuf = BytesMut::new();
+        }
+        self.flush_outbox();
+    }
+
+    /// Queues a request for `conn`; sent with the others of this round by [`Self::flush_outbox`].
+    /// Small requests are copied into the batch; large ones are passed by reference.
+    fn queue(&mut self, conn: &BackendConn, req: RequestRef<'_>, seq: u64, part: u32, tickets: Tickets) {
+        let batch = self.batch_for(conn);
+        match req.shared() {
+            Some(b) => batch.push_bytes(b, seq, part, tickets),
+            None => batch.push_slice(req.raw(), seq, part, tickets),
+        }
+    }
+
+    fn queue_bytes(&mut self, conn: &BackendConn, payload: &Bytes, seq: u64, part: u32, tickets: Tickets) {
+        self.batch_for(conn).push_bytes(payload, seq, part, tickets);
+    }
+
+    fn batch_for(&mut self, conn: &BackendConn) -> &mut Batch {
+        let id = conn.handle().id();
+        let i = match self.outbox.iter().position(|(h, _)| h.id() == id) {
+            Some(i) => i,
+            None => {
+                self.outbox.push((conn.handle().clone(), Batch::new(self.inbox.clone())));
+                self.outbox.len() - 1
+            }
+        };
+        &mut self.outbox[i].1
+    }
+
+    fn flush_outbox(&mut self) {
+        for (handle, batch) in self.outbox.drain(..) {
+            handle.send(batch);
         }
     }
 
     /// Queues a reply the proxy produced itself.
     fn reply_now(&mut self, cmd: u16, start: StdInstant, reply: Bytes, proxy_error: bool) {
-        self.pending
-            .push(cmd, start, pending::State::Ready { reply, proxy_error });
+        self.pending.push(cmd, start, pending::State::Ready { reply, proxy_error });
         if proxy_error && self.shared.config.session_break_on_failure {
             self.closing = true;
         }
     }
 
     fn finish(&mut self) {
-        self.stats
-            .flush(&self.shared.stats, StdInstant::now(), true);
+        self.stats.flush(&self.shared.stats, StdInstant::now(), true);
     }
 }
 
 fn rand_seed() -> usize {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
     h.finish() as usize
 }

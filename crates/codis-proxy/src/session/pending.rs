@@ -11,7 +11,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use codis_resp::{Encoder, ReplyKind, ReplyView, parse_integer};
 
 use crate::command::SplitKind;
-use crate::reply::Delivery;
 
 pub(crate) enum State {
     /// Answered; `proxy_error` marks errors the proxy made up.
@@ -41,36 +40,22 @@ pub(crate) struct Split {
 
 impl Split {
     pub fn new(kind: SplitKind, parts: usize, positions: Vec<(u32, u32)>) -> Split {
-        Split {
-            kind,
-            parts: vec![None; parts],
-            remaining: parts,
-            positions,
-        }
+        Split { kind, parts: vec![None; parts], remaining: parts, positions }
     }
 
     /// The merged reply, once every part has answered.
     fn merge(&self) -> (Bytes, bool) {
-        let parts: Vec<&(Bytes, bool)> = self
-            .parts
-            .iter()
-            .map(|p| p.as_ref().expect("all parts answered"))
-            .collect();
+        let parts: Vec<&(Bytes, bool)> = self.parts.iter().map(|p| p.as_ref().expect("all parts answered")).collect();
         let proxy_error = parts.iter().any(|p| p.1);
         let mut out = BytesMut::new();
         match self.kind {
             SplitKind::Mget => {
-                let elements: Vec<Option<Vec<std::ops::Range<usize>>>> = parts
-                    .iter()
-                    .map(|(r, _)| ReplyView::array_elements(r))
-                    .collect();
+                let elements: Vec<Option<Vec<std::ops::Range<usize>>>> =
+                    parts.iter().map(|(r, _)| ReplyView::array_elements(r)).collect();
                 out.put_array_len(self.positions.len());
                 for &(part, pos) in &self.positions {
                     let reply = &parts[part as usize].0;
-                    match elements[part as usize]
-                        .as_ref()
-                        .and_then(|e| e.get(pos as usize))
-                    {
+                    match elements[part as usize].as_ref().and_then(|e| e.get(pos as usize)) {
                         Some(range) => out.put_slice(&reply[range.clone()]),
                         // The part failed as a whole: its keys get its error.
                         None if ReplyKind::of(reply) == ReplyKind::Error => out.put_slice(reply),
@@ -124,25 +109,30 @@ impl Pending {
         seq
     }
 
+    /// Takes the first entry if it is `seq`, waiting for a single reply: its reply can
+    /// go straight to the client.
+    pub fn take_front_if_waiting(&mut self, seq: u64) -> Option<Entry> {
+        if seq != self.base || !matches!(self.entries.front()?.state, State::Waiting) {
+            return None;
+        }
+        self.base += 1;
+        self.entries.pop_front()
+    }
+
     /// Fills in a reply.
-    pub fn deliver(&mut self, d: Delivery) {
-        let Some(idx) = d.seq.checked_sub(self.base) else {
+    pub fn deliver(&mut self, seq: u64, part: u32, reply: Bytes, proxy_error: bool) {
+        let Some(idx) = seq.checked_sub(self.base) else {
             return;
         };
         let Some(entry) = self.entries.get_mut(idx as usize) else {
             return;
         };
         match &mut entry.state {
-            State::Waiting => {
-                entry.state = State::Ready {
-                    reply: d.reply,
-                    proxy_error: d.proxy_error,
-                }
-            }
+            State::Waiting => entry.state = State::Ready { reply, proxy_error },
             State::Split(split) => {
-                let slot = &mut split.parts[d.part as usize];
+                let slot = &mut split.parts[part as usize];
                 if slot.is_none() {
-                    *slot = Some((d.reply, d.proxy_error));
+                    *slot = Some((reply, proxy_error));
                     split.remaining -= 1;
                 }
                 if split.remaining == 0 {
@@ -151,7 +141,7 @@ impl Pending {
                 }
             }
             State::Info(section) => {
-                let (reply, proxy_error) = (info_reply(section, &d.reply), d.proxy_error);
+                let reply = info_reply(section, &reply);
                 entry.state = State::Ready { reply, proxy_error };
             }
             State::Ready { .. } => {}
@@ -165,9 +155,7 @@ impl Pending {
         }
         let entry = self.entries.pop_front()?;
         self.base += 1;
-        let State::Ready { reply, proxy_error } = &entry.state else {
-            unreachable!()
-        };
+        let State::Ready { reply, proxy_error } = &entry.state else { unreachable!() };
         let (reply, proxy_error) = (reply.clone(), *proxy_error);
         Some((entry, reply, proxy_error))
     }
@@ -178,10 +166,7 @@ fn info_reply(section: &[u8], backend: &Bytes) -> Bytes {
     let mut text = BytesMut::from(section);
     let body = if backend.first() == Some(&b'$') {
         // "$<len>\r\n<body>\r\n"
-        backend
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|nl| &backend[nl + 1..backend.len().saturating_sub(2)])
+        backend.iter().position(|&b| b == b'\n').map(|nl| &backend[nl + 1..backend.len().saturating_sub(2)])
     } else {
         None
     };
@@ -191,15 +176,8 @@ fn info_reply(section: &[u8], backend: &Bytes) -> Bytes {
             text.put_slice(body);
         }
         None => {
-            let msg =
-                ReplyView::error_text(backend).map(|e| String::from_utf8_lossy(e).into_owned());
-            text.put_slice(
-                format!(
-                    "\r\n# Backend\r\nbackend_error:{}\r\n",
-                    msg.unwrap_or_default()
-                )
-                .as_bytes(),
-            );
+            let msg = ReplyView::error_text(backend).map(|e| String::from_utf8_lossy(e).into_owned());
+            text.put_slice(format!("\r\n# Backend\r\nbackend_error:{}\r\n", msg.unwrap_or_default()).as_bytes());
         }
     }
     let mut out = BytesMut::with_capacity(text.len() + 16);
@@ -212,12 +190,7 @@ mod tests {
     use super::*;
 
     fn deliver(p: &mut Pending, seq: u64, part: u32, reply: &'static [u8]) {
-        p.deliver(Delivery {
-            seq,
-            part,
-            reply: Bytes::from_static(reply),
-            proxy_error: false,
-        });
+        p.deliver(seq, part, Bytes::from_static(reply), false);
     }
 
     #[test]
@@ -245,36 +218,21 @@ mod tests {
         assert!(p.pop_ready().is_none());
         deliver(&mut p, seq, 0, b"*2\r\n$2\r\nv0\r\n$-1\r\n");
         let (_, reply, _) = p.pop_ready().unwrap();
-        assert_eq!(
-            &reply[..],
-            b"*4\r\n$2\r\nv0\r\n$2\r\nv1\r\n$-1\r\n-ERR backend down\r\n"
-        );
+        assert_eq!(&reply[..], b"*4\r\n$2\r\nv0\r\n$2\r\nv1\r\n$-1\r\n-ERR backend down\r\n");
     }
 
     #[test]
     fn sums_and_mset() {
         let mut p = Pending::default();
-        let s = p.push(
-            0,
-            Instant::now(),
-            State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))),
-        );
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))));
         deliver(&mut p, s, 0, b":2\r\n");
         deliver(&mut p, s, 1, b":3\r\n");
         assert_eq!(&p.pop_ready().unwrap().1[..], b":5\r\n");
-        let s = p.push(
-            0,
-            Instant::now(),
-            State::Split(Box::new(Split::new(SplitKind::Mset, 2, vec![]))),
-        );
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(SplitKind::Mset, 2, vec![]))));
         deliver(&mut p, s, 0, b"+OK\r\n");
         deliver(&mut p, s, 1, b"-ERR x\r\n");
         assert_eq!(&p.pop_ready().unwrap().1[..], b"-ERR x\r\n");
-        let s = p.push(
-            0,
-            Instant::now(),
-            State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))),
-        );
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))));
         deliver(&mut p, s, 0, b"-ERR y\r\n");
         deliver(&mut p, s, 1, b":1\r\n");
         assert_eq!(&p.pop_ready().unwrap().1[..], b"-ERR y\r\n");
@@ -283,16 +241,9 @@ mod tests {
     #[test]
     fn info_prepends_proxy_section() {
         let mut p = Pending::default();
-        let s = p.push(
-            0,
-            Instant::now(),
-            State::Info(Bytes::from_static(b"# Proxy\r\na:1\r\n")),
-        );
+        let s = p.push(0, Instant::now(), State::Info(Bytes::from_static(b"# Proxy\r\na:1\r\n")));
         deliver(&mut p, s, 0, b"$15\r\n# Server\r\nb:2\r\n\r\n");
         let (_, reply, _) = p.pop_ready().unwrap();
-        assert_eq!(
-            &reply[..],
-            b"$31\r\n# Proxy\r\na:1\r\n\r\n# Server\r\nb:2\r\n\r\n"
-        );
+        assert_eq!(&reply[..], b"$31\r\n# Proxy\r\na:1\r\n\r\n# Server\r\nb:2\r\n\r\n");
     }
 }

@@ -39,29 +39,18 @@ impl Cluster {
     }
 
     /// `n` servers started with `server_args`, a proxy configured by `tweak`, all slots filled.
-    pub async fn start_with(
-        n: usize,
-        server_args: &[&str],
-        tweak: impl FnOnce(&mut Config),
-    ) -> Cluster {
+    pub async fn start_with(n: usize, server_args: &[&str], tweak: impl FnOnce(&mut Config)) -> Cluster {
         let servers: Vec<RedisServer> = (0..n).map(|_| RedisServer::start(server_args)).collect();
         let mut config = test_config();
         tweak(&mut config);
-        let proxy = Proxy::bind(config, None).await.expect("bind proxy");
+        let proxy =
+            Proxy::bind(config, codis_proxy::Options { workers: 2, log_control: None }).await.expect("bind proxy");
         let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
-        proxy
-            .fill_slots(&slots_for(&addrs))
-            .await
-            .expect("fill slots");
+        proxy.fill_slots(&slots_for(&addrs)).await.expect("fill slots");
         proxy.start().expect("start proxy");
         let addr = proxy.model().proxy_addr.clone();
         let admin = proxy.model().admin_addr.clone();
-        Cluster {
-            servers,
-            proxy,
-            addr,
-            admin,
-        }
+        Cluster { servers, proxy, addr, admin }
     }
 
     pub async fn client(&self) -> Client {
@@ -69,9 +58,7 @@ impl Cluster {
     }
 
     pub async fn direct(&self, i: usize) -> Client {
-        Client::connect(&self.servers[i].addr())
-            .await
-            .expect("connect to redis")
+        Client::connect(&self.servers[i].addr()).await.expect("connect to redis")
     }
 
     /// Index of the server that must hold `key`.
