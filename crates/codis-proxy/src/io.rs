@@ -103,7 +103,7 @@ impl OutQueue {
             self.consume(w);
             written += w;
         }
-        if self.len == 0 && self.tail.capacity() > 4 * COPY_LIMIT {
+        if self.len == 0 && self.tail.capacity() > 2 * COPY_LIMIT {
             // Do not keep a large buffer alive for an idle connection.
             self.tail = BytesMut::new();
         }

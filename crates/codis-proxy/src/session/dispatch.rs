@@ -8,6 +8,7 @@ use codis_core::{MAX_SLOT_NUM, slot_of};
 use codis_resp::{Encoder, Request, RequestRef};
 
 use super::Session;
+use super::migrate::Migration;
 use super::pending::{Split, State};
 use crate::backend::{BackendConn, BackendPool};
 use crate::command::{self, Command, CommandSpec, Handler, SplitKind};
@@ -18,7 +19,9 @@ const OK: &[u8] = b"+OK\r\n";
 
 /// Where a forwarded request goes.
 enum Target {
-    Slot(u16),
+    /// The slot's owner; the key argument (if any) decides where a migrating slot's
+    /// request runs.
+    Slot(u16, Option<usize>),
     Pool(Arc<BackendPool>),
 }
 
@@ -82,7 +85,7 @@ impl Session {
                 ),
             },
             Handler::SlotsScan => match parse_slot(req.get(1)) {
-                Ok(slot) => self.send_to(cmd, Target::Slot(slot), req, start, table),
+                Ok(slot) => self.send_to(cmd, Target::Slot(slot, None), req, start, table),
                 Err(e) => self.fail(cmd, start, &e),
             },
         }
@@ -150,7 +153,7 @@ impl Session {
         let only_proxy = req.argc() == 2 && req.arg(1).eq_ignore_ascii_case(b"proxy");
         match (only_proxy, self.any_slot(table)) {
             (false, Some(slot)) => {
-                self.send_with_state(cmd, Target::Slot(slot), req, start, State::Info(section), table)
+                self.send_with_state(cmd, Target::Slot(slot, None), req, start, State::Info(section), table)
             }
             _ => {
                 let mut out = BytesMut::new();
@@ -213,20 +216,19 @@ impl Session {
                 "ERR blocking commands are not supported by codis-proxy yet; use XREAD without BLOCK and poll",
             );
         }
-        let mut first: Option<u16> = None;
+        let mut first: Option<(u16, usize)> = None;
         let mut cross = false;
-        let mut check = |slot: u16| match first {
-            None => first = Some(slot),
-            Some(f) => cross |= !same_group(&table.slots[f as usize], &table.slots[slot as usize]),
+        let mut check = |arg: usize| {
+            let slot = slot_of(req.arg(arg));
+            match first {
+                None => first = Some((slot, arg)),
+                Some((f, _)) => cross |= !same_group(&table.slots[f as usize], &table.slots[slot as usize]),
+            }
         };
         match spec {
-            Some(spec) => spec.for_each_key(req.argc(), |i| req.get(i), |i| check(slot_of(req.arg(i)))),
+            Some(spec) => spec.for_each_key(req.argc(), |i| req.get(i), check),
             // Unknown to the table: routed by the first argument, as Codis does.
-            None if cmd.spec.is_none() => {
-                if let Some(k) = req.get(1) {
-                    check(slot_of(k))
-                }
-            }
+            None if cmd.spec.is_none() && req.argc() > 1 => check(1),
             None => {}
         }
         if cross {
@@ -239,16 +241,16 @@ impl Session {
                 ),
             );
         }
-        let slot = match first {
-            Some(slot) => slot,
+        let target = match first {
+            Some((slot, arg)) => Target::Slot(slot, Some(arg)),
             None => match self.any_slot(table) {
-                Some(slot) => slot,
+                Some(slot) => Target::Slot(slot, None),
                 None => {
                     return self.fail(cmd, start, "ERR no slot has a backend yet; assign slots to groups first");
                 }
             },
         };
-        self.send_to(cmd, Target::Slot(slot), req, start, table)
+        self.send_to(cmd, target, req, start, table)
     }
 
     fn send_to(
@@ -274,14 +276,14 @@ impl Session {
         table: &RouteTable,
     ) {
         self.seed = self.seed.wrapping_add(1);
-        let slot = match target {
+        let (slot, key) = match target {
             Target::Pool(pool) => {
                 let seq = self.pending.push(cmd.id, start, state);
                 let conn = pool.conn(self.db, self.seed);
                 self.queue(conn, req, seq, 0, Tickets::None);
                 return;
             }
-            Target::Slot(slot) => slot,
+            Target::Slot(slot, key) => (slot, key),
         };
         let route = &table.slots[slot as usize];
         if route.locked() {
@@ -291,8 +293,10 @@ impl Session {
         if route.backend.is_none() {
             return self.fail(cmd, start, &not_ready(slot));
         }
-        if route.migrate_from.is_some() {
-            return self.fail(cmd, start, &format!("ERR slot {slot} is migrating; retry shortly"));
+        if let (Some(_), Some(arg)) = (&route.migrate_from, key) {
+            let seq = self.pending.push(cmd.id, start, state);
+            let m = Migration::new(req.to_owned(), Bytes::copy_from_slice(req.arg(arg)), slot);
+            return self.start_migration(table, seq, 0, m);
         }
         let ticket = self.shared.router.enter(table, slot);
         let seq = self.pending.push(cmd.id, start, state);
@@ -328,15 +332,15 @@ impl Session {
             let Some(backend) = &route.backend else {
                 return self.fail(cmd, start, &not_ready(slot));
             };
-            if route.migrate_from.is_some() {
-                return self.fail(cmd, start, &format!("ERR slot {slot} is migrating; retry shortly"));
-            }
-            let p = match parts.iter().position(|p| Arc::ptr_eq(&p.backend, backend)) {
+            // Keys of a migrating slot go alone, each through the migration steps.
+            let migrating = route.migrate_from.is_some();
+            let p = match parts.iter().position(|p| !migrating && !p.migrating && Arc::ptr_eq(&p.backend, backend)) {
                 Some(p) => p,
                 None => {
                     parts.push(Part {
                         backend: backend.clone(),
                         first_slot: slot,
+                        migrating,
                         args: Vec::new(),
                         slots: Vec::new(),
                     });
@@ -355,7 +359,11 @@ impl Session {
         let router = &self.shared.router;
         let tickets: Vec<Vec<(u16, u8)>> = parts
             .iter()
-            .map(|part| part.slots.iter().map(|&slot| router.enter(table, slot)).map(|t| (t.slot, t.parity)).collect())
+            .map(|part| match part.migrating {
+                // Migration steps count themselves in when they are sent.
+                true => Vec::new(),
+                false => part.slots.iter().map(|&slot| router.enter(table, slot)).map(|t| (t.slot, t.parity)).collect(),
+            })
             .collect();
         self.seed = self.seed.wrapping_add(1);
         let single = parts.len() == 1;
@@ -364,6 +372,19 @@ impl Session {
         let seq = self.pending.push(cmd.id, start, state);
         let primary_only = self.shared.config.backend_primary_only;
         for (i, (part, t)) in parts.iter().zip(tickets).enumerate() {
+            if part.migrating {
+                let sub = if single {
+                    req.to_owned()
+                } else {
+                    let arg = part.args[0];
+                    let args: Vec<&[u8]> =
+                        std::iter::once(req.arg(0)).chain((arg..arg + stride).map(|j| req.arg(j))).collect();
+                    Request::from_args(args)
+                };
+                let m = Migration::new(sub, Bytes::copy_from_slice(req.arg(part.args[0])), part.first_slot);
+                self.start_migration(table, seq, i as u32, m);
+                continue;
+            }
             let tickets = if t.len() == 1 { Tickets::One(t[0].0, t[0].1) } else { Tickets::Many(t.into_boxed_slice()) };
             let route = &table.slots[part.first_slot as usize];
             let conn = pick_conn(route, cmd, self.db, self.seed, primary_only);
@@ -384,6 +405,8 @@ impl Session {
 struct Part {
     backend: Arc<BackendPool>,
     first_slot: u16,
+    /// A key of a migrating slot, sent on its own through the migration steps.
+    migrating: bool,
     /// Argument index of each key (its value follows for `MSET`).
     args: Vec<usize>,
     slots: Vec<u16>,

@@ -10,6 +10,7 @@
 //! on the client, which resumes as soon as replies drain.
 
 mod dispatch;
+mod migrate;
 mod pending;
 
 use std::io;
@@ -31,6 +32,10 @@ use pending::Pending;
 
 /// Requests at least this large are forwarded by reference instead of copied.
 const BIG_REQUEST: usize = 16 << 10;
+/// First read buffer of a session.
+const MIN_RECV: usize = 4 << 10;
+/// An emptied read buffer larger than this is released.
+const IDLE_RECV_KEEP: usize = 32 << 10;
 
 /// Serves one client until it quits, errs or the proxy shuts down.
 pub async fn serve<C: Conn>(conn: C, shared: Arc<Shared>) {
@@ -44,7 +49,10 @@ struct Session {
     inbox: Arc<Inbox>,
     parser: RequestParser,
     rbuf: BytesMut,
+    /// How much to make room for before a read: starts small and doubles while reads
+    /// fill the buffer, up to `session_recv_bufsize`, so idle clients cost little memory.
     recv_chunk: usize,
+    recv_max: usize,
     out: OutQueue,
     pending: Pending,
     mail: Mail,
@@ -59,6 +67,10 @@ struct Session {
     changes: watch::Receiver<u64>,
     /// Requests of the current round, per backend connection.
     outbox: Vec<(ConnHandle, Batch)>,
+    /// Replies to migration steps waiting to be acted on.
+    followups: Vec<pending::Followup>,
+    /// Migration steps to resend later (a key was being moved).
+    delayed: Vec<(Instant, u64, u32, Box<migrate::Migration>)>,
     seed: usize,
     last_request: Instant,
 }
@@ -71,7 +83,8 @@ impl Session {
             inbox: Inbox::new(shared.router.gates().clone()),
             parser: RequestParser::new(shared.limits),
             rbuf: BytesMut::new(),
-            recv_chunk: Config::clamp_buf(config.session_recv_bufsize).min(64 << 10),
+            recv_chunk: MIN_RECV,
+            recv_max: Config::clamp_buf(config.session_recv_bufsize),
             out: OutQueue::default(),
             pending: Pending::default(),
             mail: Mail::default(),
@@ -83,6 +96,8 @@ impl Session {
             stalled: None,
             changes: shared.router.subscribe(),
             outbox: Vec::new(),
+            followups: Vec::new(),
+            delayed: Vec::new(),
             seed,
             last_request: Instant::now(),
             shared,
@@ -100,6 +115,10 @@ impl Session {
         tokio::pin!(shutdown);
         let timer = tokio::time::sleep(tick);
         tokio::pin!(timer);
+        // Delayed migration steps (a key was being moved); armed only when needed.
+        let retry = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(retry);
+        let mut retry_at: Option<Instant> = None;
         let mut eof = false;
         loop {
             self.collect();
@@ -117,16 +136,28 @@ impl Session {
                 return;
             }
             let can_read = !self.closing && !eof && self.stalled.is_none() && self.pending.len() < self.max_pipeline;
+            let next_retry = self.next_delayed();
+            if next_retry.is_some() && next_retry != retry_at {
+                retry.as_mut().reset(next_retry.unwrap_or_else(Instant::now));
+            }
+            retry_at = next_retry;
             tokio::select! {
                 biased;
                 _ = self.inbox.ready() => {}
+                _ = &mut retry, if retry_at.is_some() => {
+                    retry_at = None;
+                    self.run_delayed();
+                }
                 r = conn.readable(), if can_read => {
                     if r.is_err() {
                         return;
                     }
                     match read_available(conn, &mut self.rbuf, self.recv_chunk) {
                         Ok(0) => eof = true,
-                        Ok(_) => {
+                        Ok(n) => {
+                            if n >= self.recv_chunk / 2 {
+                                self.recv_chunk = (self.recv_chunk * 2).min(self.recv_max);
+                            }
                             self.last_request = Instant::now();
                             self.process_input();
                         }
@@ -197,20 +228,23 @@ impl Session {
                             );
                             self.out.push_slice(bytes);
                         } else {
-                            self.pending.deliver(
-                                d.seq,
-                                d.part,
-                                data.slice(start as usize..end as usize),
-                                d.proxy_error,
-                            );
+                            let reply = data.slice(start as usize..end as usize);
+                            if let Some(f) = self.pending.deliver(d.seq, d.part, reply, d.proxy_error) {
+                                self.followups.push(f);
+                            }
                         }
                     }
-                    Body::Shared(reply) => self.pending.deliver(d.seq, d.part, reply, d.proxy_error),
+                    Body::Shared(reply) => {
+                        if let Some(f) = self.pending.deliver(d.seq, d.part, reply, d.proxy_error) {
+                            self.followups.push(f);
+                        }
+                    }
                 }
                 self.drain_ready(&mut now);
             }
             self.mail.items = items;
         }
+        self.run_followups();
         self.drain_ready(&mut now);
         if before >= self.max_pipeline && self.pending.len() < self.max_pipeline {
             // Backpressure released: requests already buffered can proceed.
@@ -260,8 +294,9 @@ impl Session {
         }
         drop((round, table));
         self.rbuf = buf;
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * self.recv_chunk {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_RECV_KEEP {
             self.rbuf = BytesMut::new();
+            self.recv_chunk = MIN_RECV;
         }
         self.flush_outbox();
     }

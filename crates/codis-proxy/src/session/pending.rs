@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use codis_resp::{Encoder, ReplyKind, ReplyView, parse_integer};
 
+use super::migrate::Migration;
 use crate::command::SplitKind;
 
 pub(crate) enum State {
@@ -21,6 +22,24 @@ pub(crate) enum State {
     Split(Box<Split>),
     /// `INFO`: the backend's reply is appended to this proxy section.
     Info(Bytes),
+    /// Waiting for a migration step on the slot's source (see [`super::migrate`]).
+    Migrating(Box<Migration>),
+}
+
+/// One part of a split command.
+pub(crate) enum Part {
+    Waiting,
+    Migrating(Box<Migration>),
+    Done(Bytes, bool),
+}
+
+/// A migration step's reply, for the session to decide the next step.
+pub(crate) struct Followup {
+    pub seq: u64,
+    pub part: u32,
+    pub migration: Box<Migration>,
+    pub reply: Bytes,
+    pub proxy_error: bool,
 }
 
 pub(crate) struct Entry {
@@ -32,7 +51,7 @@ pub(crate) struct Entry {
 /// The parts of one split command and how to put their replies back together.
 pub(crate) struct Split {
     kind: SplitKind,
-    parts: Vec<Option<(Bytes, bool)>>,
+    parts: Vec<Part>,
     remaining: usize,
     /// For `MGET`: each key's part and position within that part's reply.
     positions: Vec<(u32, u32)>,
@@ -40,12 +59,24 @@ pub(crate) struct Split {
 
 impl Split {
     pub fn new(kind: SplitKind, parts: usize, positions: Vec<(u32, u32)>) -> Split {
-        Split { kind, parts: vec![None; parts], remaining: parts, positions }
+        Split { kind, parts: (0..parts).map(|_| Part::Waiting).collect(), remaining: parts, positions }
+    }
+
+    /// Marks part `i` as waiting for a migration step.
+    pub fn set_migrating(&mut self, i: usize, m: Box<Migration>) {
+        self.parts[i] = Part::Migrating(m);
     }
 
     /// The merged reply, once every part has answered.
     fn merge(&self) -> (Bytes, bool) {
-        let parts: Vec<&(Bytes, bool)> = self.parts.iter().map(|p| p.as_ref().expect("all parts answered")).collect();
+        let parts: Vec<(&Bytes, bool)> = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Done(reply, proxy_error) => (reply, *proxy_error),
+                _ => unreachable!("merged before every part answered"),
+            })
+            .collect();
         let proxy_error = parts.iter().any(|p| p.1);
         let mut out = BytesMut::new();
         match self.kind {
@@ -64,7 +95,7 @@ impl Split {
                 }
             }
             SplitKind::Mset => match parts.iter().find(|(r, _)| &r[..] != b"+OK\r\n") {
-                Some((r, _)) => return (r.clone(), proxy_error),
+                Some((r, _)) => return ((*r).clone(), proxy_error),
                 None => out.put_simple(b"OK"),
             },
             SplitKind::Sum => {
@@ -72,7 +103,7 @@ impl Split {
                 for (r, _) in &parts {
                     match parse_integer(r) {
                         Some(n) => sum += n,
-                        None => return (r.clone(), proxy_error),
+                        None => return ((*r).clone(), proxy_error),
                     }
                 }
                 out.put_integer(sum);
@@ -119,21 +150,30 @@ impl Pending {
         self.entries.pop_front()
     }
 
-    /// Fills in a reply.
-    pub fn deliver(&mut self, seq: u64, part: u32, reply: Bytes, proxy_error: bool) {
-        let Some(idx) = seq.checked_sub(self.base) else {
-            return;
-        };
-        let Some(entry) = self.entries.get_mut(idx as usize) else {
-            return;
-        };
+    /// Fills in a reply. A reply to a migration step is handed back as a [`Followup`]
+    /// (the entry then waits for whatever the session sends next).
+    pub fn deliver(&mut self, seq: u64, part: u32, reply: Bytes, proxy_error: bool) -> Option<Followup> {
+        let entry = self.entries.get_mut(seq.checked_sub(self.base)? as usize)?;
         match &mut entry.state {
             State::Waiting => entry.state = State::Ready { reply, proxy_error },
+            State::Migrating(_) => {
+                let State::Migrating(migration) = std::mem::replace(&mut entry.state, State::Waiting) else {
+                    unreachable!()
+                };
+                return Some(Followup { seq, part, migration, reply, proxy_error });
+            }
             State::Split(split) => {
                 let slot = &mut split.parts[part as usize];
-                if slot.is_none() {
-                    *slot = Some((reply, proxy_error));
-                    split.remaining -= 1;
+                match slot {
+                    Part::Waiting => {
+                        *slot = Part::Done(reply, proxy_error);
+                        split.remaining -= 1;
+                    }
+                    Part::Migrating(_) => {
+                        let Part::Migrating(migration) = std::mem::replace(slot, Part::Waiting) else { unreachable!() };
+                        return Some(Followup { seq, part, migration, reply, proxy_error });
+                    }
+                    Part::Done(..) => {}
                 }
                 if split.remaining == 0 {
                     let (reply, proxy_error) = split.merge();
@@ -145,6 +185,16 @@ impl Pending {
                 entry.state = State::Ready { reply, proxy_error };
             }
             State::Ready { .. } => {}
+        }
+        None
+    }
+
+    /// Puts a request (or part) back to waiting for a migration step.
+    pub fn set_migrating(&mut self, seq: u64, part: u32, m: Box<Migration>) {
+        let Some(entry) = seq.checked_sub(self.base).and_then(|i| self.entries.get_mut(i as usize)) else { return };
+        match &mut entry.state {
+            State::Split(split) => split.set_migrating(part as usize, m),
+            state => *state = State::Migrating(m),
         }
     }
 
