@@ -40,6 +40,10 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mib(pid):
+    return int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def bench(port, args, n, clients, pipeline):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients), "-n", str(n),
            "-r", "100000", "-P", str(pipeline), "--csv"] + args
@@ -138,8 +142,18 @@ def main():
               f"{mget_keys:,.0f} vs {get_keys:,.0f} = {mget_keys / get_keys:.2f}x")
         print(f"keys/s through codis-proxy, 10-key MSET vs one SET per key (both P1, 50 clients): "
               f"{mset_keys:,.0f} vs {set_keys:,.0f} = {mset_keys / set_keys:.2f}x")
-        rss = int(open(f"/proc/{proxy.pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        print(f"codis-proxy RSS after the run: {rss / 2**20:.1f} MiB")
+        print(f"codis-proxy RSS after the run: {rss_mib(proxy.pid):.1f} MiB")
+        idle = []
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", proxy_port))
+            s.sendall(b"PING\r\n")
+            idle.append(s)
+        for s in idle:
+            assert s.recv(64) == b"+PONG\r\n"
+        time.sleep(1)
+        print(f"codis-proxy RSS with 1000 idle clients connected: {rss_mib(proxy.pid):.1f} MiB")
+        for s in idle:
+            s.close()
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

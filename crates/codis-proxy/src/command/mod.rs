@@ -12,8 +12,6 @@ mod table;
 
 use std::sync::LazyLock;
 
-use rustc_hash::FxHashMap;
-
 pub use spec::CommandSpec;
 
 /// Codis's command classes.
@@ -252,14 +250,60 @@ fn handler_of(name: &str) -> Handler {
     }
 }
 
+/// Commands by name: an open-addressing table hashed on case-folded names, so a lookup
+/// neither copies nor upper-cases the name it is given.
 struct Table {
-    by_name: FxHashMap<&'static [u8], Command>,
-    names: Vec<&'static str>,
+    commands: Vec<Command>,
+    /// Index into `commands`, or `EMPTY`.
+    buckets: Box<[u16]>,
+}
+
+const EMPTY: u16 = u16::MAX;
+const BUCKETS: usize = 1024;
+
+/// Hash of a name with ASCII case folded (bit 5 cleared in every byte: consistent for
+/// every byte, exact for letters; equality is checked separately).
+#[inline]
+fn fold_hash(name: &[u8]) -> usize {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = name.len() as u64;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes")) & 0xDFDF_DFDF_DFDF_DFDF;
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    let w = u64::from_le_bytes(tail) & 0xDFDF_DFDF_DFDF_DFDF;
+    h = (h ^ w).wrapping_mul(K);
+    (h >> 40) as usize
+}
+
+impl Table {
+    fn insert(&mut self, cmd: Command) {
+        let mut i = fold_hash(cmd.name.as_bytes()) % BUCKETS;
+        while self.buckets[i] != EMPTY {
+            i = (i + 1) % BUCKETS;
+        }
+        self.buckets[i] = self.commands.len() as u16;
+        self.commands.push(cmd);
+    }
+
+    #[inline]
+    fn get(&self, name: &[u8]) -> Option<&Command> {
+        let mut i = fold_hash(name) % BUCKETS;
+        loop {
+            let c = self.commands.get(*self.buckets.get(i)? as usize)?;
+            if c.name.len() == name.len() && c.name.as_bytes().eq_ignore_ascii_case(name) {
+                return Some(c);
+            }
+            i = (i + 1) % BUCKETS;
+        }
+    }
 }
 
 static TABLE: LazyLock<Table> = LazyLock::new(|| {
-    let mut by_name = FxHashMap::default();
-    let mut names = Vec::new();
+    let mut table = Table { commands: Vec::new(), buckets: vec![EMPTY; BUCKETS].into_boxed_slice() };
     let specs = table::COMMANDS.iter().map(|s| (s.name, Some(s)));
     let extra = EXTRA.iter().filter(|n| !table::COMMANDS.iter().any(|s| s.name == **n)).map(|n| (*n, None));
     for (name, spec) in specs.chain(extra) {
@@ -279,11 +323,10 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         if NOT_ALLOWED.contains(&name) || admin || blocking {
             class |= class::NOT_ALLOWED;
         }
-        let id = names.len() as u16;
-        names.push(name);
-        by_name.insert(name.as_bytes(), Command { name, id, class, handler: handler_of(name), spec });
+        let id = table.commands.len() as u16;
+        table.insert(Command { name, id, class, handler: handler_of(name), spec });
     }
-    Table { by_name, names }
+    table
 });
 
 /// The entry for commands the table does not know: forwarded by their first argument,
@@ -293,24 +336,17 @@ pub static UNKNOWN: Command =
 
 /// Looks a command up by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> &'static Command {
-    let mut buf = [0u8; 32];
-    if name.len() > buf.len() {
-        return &UNKNOWN;
-    }
-    let upper = &mut buf[..name.len()];
-    upper.copy_from_slice(name);
-    upper.make_ascii_uppercase();
-    TABLE.by_name.get(&upper[..]).unwrap_or(&UNKNOWN)
+    TABLE.get(name).unwrap_or(&UNKNOWN)
 }
 
 /// Number of known commands (ids are `0..count()`).
 pub fn count() -> usize {
-    TABLE.names.len()
+    TABLE.commands.len()
 }
 
 /// The name of command `id`.
 pub fn name_of(id: u16) -> &'static str {
-    TABLE.names.get(id as usize).copied().unwrap_or(UNKNOWN.name)
+    TABLE.commands.get(id as usize).map_or(UNKNOWN.name, |c| c.name)
 }
 
 #[cfg(test)]
@@ -342,6 +378,15 @@ mod tests {
         assert!(lookup(b"blpop").is_not_allowed() && lookup(b"bzmpop").is_not_allowed());
         assert!(!lookup(b"xread").is_not_allowed());
         assert_eq!(name_of(lookup(b"get").id), "GET");
+        // every command is found under its own name, whatever the case
+        for id in 0..count() as u16 {
+            let name = name_of(id);
+            assert_eq!(lookup(name.as_bytes()).id, id, "{name}");
+            assert_eq!(lookup(name.to_ascii_lowercase().as_bytes()).id, id, "{name}");
+        }
+        // folding bit 5 must not make different names equal
+        assert_eq!(lookup(b"GE\x14").name, "UNKNOWN");
+        assert_eq!(lookup(b"").name, "UNKNOWN");
     }
 
     #[test]
