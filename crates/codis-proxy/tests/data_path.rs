@@ -448,3 +448,41 @@ async fn replica_reads_when_enabled() {
     assert_eq!(gets(r.cmd(&["INFO", "commandstats"]).await.unwrap()), replica_gets + 20);
     assert_eq!(sets(m.cmd(&["INFO", "commandstats"]).await.unwrap()), master_sets + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_are_dropped_after_the_send_timeout() {
+    let c = Cluster::start_with(1, &[], |cfg| cfg.session_send_timeout = "1s".parse().unwrap()).await;
+    let mut cl = c.client().await;
+    let big = "x".repeat(1 << 20);
+    assert_eq!(cl.cmd(&["SET", "big", &big]).await.unwrap(), Value::ok());
+    // ask for 300 MB of replies and read none of them
+    let mut out = bytes::BytesMut::new();
+    for _ in 0..300 {
+        out.extend_from_slice(&codis_resp::encode_request(["GET", "big"].iter()));
+    }
+    cl.send_raw(&out).await.unwrap();
+    let alive = |c: &Cluster| c.proxy.shared().stats.sessions_alive.load(std::sync::atomic::Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    wait_until("the stuck session to be dropped", Duration::from_secs(15), || async { (alive(&c) == 0).then_some(()) }).await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "dropped before the timeout: {:?}", started.elapsed());
+    // what the client can still read ends well before 300 MB
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match tokio::io::AsyncReadExt::read(cl.stream(), &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    assert!(total < 300 << 20, "read {total} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_on_the_resp_port_are_hung_up() {
+    let c = Cluster::start(1).await;
+    let mut cl = c.client().await;
+    cl.send_raw(b"POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+    let Value::Error(e) = cl.read().await.unwrap() else { panic!("expected an error") };
+    assert!(e.contains("HTTP"), "{e}");
+    assert!(cl.is_closed().await);
+}

@@ -32,6 +32,12 @@ impl Session {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
         }
         if cmd.is_not_allowed() {
+            if matches!(cmd.name, "POST" | "HOST:") {
+                // An HTTP request sent to the RESP port (a cross-protocol attack): hang up,
+                // as Redis does, instead of answering every header line.
+                self.closing = true;
+                return self.fail(cmd, start, "ERR HTTP requests are not accepted on the RESP port, closing");
+            }
             let name = String::from_utf8_lossy(req.arg(0)).to_ascii_uppercase();
             return self.fail(cmd, start, &format!("ERR handle request, command '{name}' is not allowed"));
         }

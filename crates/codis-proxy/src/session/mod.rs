@@ -32,6 +32,8 @@ use pending::Pending;
 
 /// Requests at least this large are forwarded by reference instead of copied.
 const BIG_REQUEST: usize = 16 << 10;
+/// Replies waiting to be written beyond which no more requests are read.
+const OUT_BACKLOG: usize = 4 << 20;
 /// First read buffer of a session.
 const MIN_RECV: usize = 4 << 10;
 /// An emptied read buffer larger than this is released.
@@ -135,7 +137,13 @@ impl Session {
             if (self.closing || eof) && self.pending.is_empty() && self.out.is_empty() && self.stalled.is_none() {
                 return;
             }
-            let can_read = !self.closing && !eof && self.stalled.is_none() && self.pending.len() < self.max_pipeline;
+            // Read more only while the pipeline has room and the client keeps up with
+            // the replies already waiting for it.
+            let can_read = !self.closing
+                && !eof
+                && self.stalled.is_none()
+                && self.pending.len() < self.max_pipeline
+                && self.out.len() < OUT_BACKLOG;
             let next_retry = self.next_delayed();
             if next_retry.is_some() && next_retry != retry_at {
                 retry.as_mut().reset(next_retry.unwrap_or_else(Instant::now));
