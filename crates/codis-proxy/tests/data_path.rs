@@ -463,7 +463,8 @@ async fn clients_that_stop_reading_are_dropped_after_the_send_timeout() {
     cl.send_raw(&out).await.unwrap();
     let alive = |c: &Cluster| c.proxy.shared().stats.sessions_alive.load(std::sync::atomic::Ordering::Relaxed);
     let started = std::time::Instant::now();
-    wait_until("the stuck session to be dropped", Duration::from_secs(15), || async { (alive(&c) == 0).then_some(()) }).await;
+    wait_until("the stuck session to be dropped", Duration::from_secs(15), || async { (alive(&c) == 0).then_some(()) })
+        .await;
     assert!(started.elapsed() >= Duration::from_millis(900), "dropped before the timeout: {:?}", started.elapsed());
     // what the client can still read ends well before 300 MB
     let mut total = 0usize;
