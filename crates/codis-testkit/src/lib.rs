@@ -2,13 +2,12 @@
 //!
 //! Tests run against real servers: [`RedisServer`] starts `redis-server` on a free
 //! loopback port with its own directory and stops it on drop; [`Client`] is a minimal
-//! RESP client over `codis-resp`; [`wait_until`] polls a condition with a deadline
+//! RESP client (from `codis-client`); [`wait_until`] polls a condition with a deadline
 //! (tests never sleep to synchronise).
 
-mod client;
 mod server;
 
-pub use client::{Client, Value};
+pub use codis_client::{Client, Value, args};
 pub use server::{RedisServer, free_port, redis_available};
 
 use std::future::Future;

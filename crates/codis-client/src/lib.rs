@@ -1,5 +1,6 @@
-//! A small RESP client for tests: raw replies for byte-exact checks, decoded values
-//! for convenient ones.
+//! A small async RESP client: raw replies for byte-exact checks, decoded values for
+//! convenient ones. Used by the dashboard (INFO, SLOTS*, replication commands), by
+//! codis-admin and by tests; the proxy's data path has its own pipelined connections.
 
 use std::io;
 
@@ -181,4 +182,79 @@ impl Client {
 #[macro_export]
 macro_rules! args {
     ($($a:expr),* $(,)?) => { vec![$(AsRef::<[u8]>::as_ref(&$a).to_vec()),*] };
+}
+
+/// A command that failed for a reason other than the server's own error reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{addr}: {source}")]
+    Io { addr: String, source: io::Error },
+    #[error("{addr}: no reply within {timeout:?}")]
+    Timeout { addr: String, timeout: std::time::Duration },
+    #[error("{addr}: {message}")]
+    Reply { addr: String, message: String },
+}
+
+/// A connection with a deadline on every command, for talking to servers that may be
+/// slow or gone (the control plane must never hang on one).
+pub struct Conn {
+    addr: String,
+    client: Client,
+    timeout: std::time::Duration,
+}
+
+impl Conn {
+    /// Connects and authenticates (`auth` empty: no AUTH).
+    pub async fn open(addr: &str, auth: &str, timeout: std::time::Duration) -> Result<Conn, ClientError> {
+        let client = match tokio::time::timeout(timeout, Client::connect(addr)).await {
+            Err(_) => return Err(ClientError::Timeout { addr: addr.to_string(), timeout }),
+            Ok(Err(source)) => return Err(ClientError::Io { addr: addr.to_string(), source }),
+            Ok(Ok(c)) => c,
+        };
+        let mut conn = Conn { addr: addr.to_string(), client, timeout };
+        if !auth.is_empty() {
+            conn.ok(&["AUTH", auth]).await?;
+        }
+        Ok(conn)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Runs a command; the server's error replies come back as `Value::Error`.
+    pub async fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, ClientError> {
+        match tokio::time::timeout(self.timeout, self.client.cmd(args)).await {
+            Err(_) => Err(ClientError::Timeout { addr: self.addr.clone(), timeout: self.timeout }),
+            Ok(Err(source)) => Err(ClientError::Io { addr: self.addr.clone(), source }),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Runs a command and turns an error reply into an error.
+    pub async fn ok<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, ClientError> {
+        match self.cmd(args).await? {
+            Value::Error(message) => Err(ClientError::Reply { addr: self.addr.clone(), message }),
+            v => Ok(v),
+        }
+    }
+
+    /// `INFO [section]` as key/value pairs.
+    pub async fn info(&mut self, section: Option<&str>) -> Result<Vec<(String, String)>, ClientError> {
+        let v = match section {
+            Some(s) => self.ok(&["INFO", s]).await?,
+            None => self.ok(&["INFO"]).await?,
+        };
+        let text = v.as_str().unwrap_or_default().to_string();
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.to_string(), v.trim().to_string())))
+            .collect())
+    }
+
+    /// Sets the deadline for the following commands (long migrations need more).
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) {
+        self.timeout = timeout;
+    }
 }
