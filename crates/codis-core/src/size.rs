@@ -150,7 +150,7 @@ impl fmt::Display for TimeSize {
             ("ms", 1_000_000),
             ("us", 1_000),
         ] {
-            if n % per == 0 {
+            if n.is_multiple_of(per) {
                 return write!(f, "{}{}", n / per, unit);
             }
         }
