@@ -17,6 +17,8 @@ mod mgrt_async;
 mod rm;
 mod state;
 mod sync;
+mod target;
+mod wrapper;
 
 use rm::{Ctx, RStr, api};
 
@@ -50,6 +52,18 @@ pub(crate) fn guard(ctx: Ctx, f: impl FnOnce() -> c_int) -> c_int {
     }
 }
 
+/// Like [`guard`] for callbacks that reply nothing themselves.
+pub(crate) fn guard_void(ctx: Ctx, f: impl FnOnce()) {
+    if let Err(e) = catch_unwind(AssertUnwindSafe(f)) {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        rm::log_warning(ctx, &format!("codis-slots: internal error: {msg}"));
+    }
+}
+
 type Handler = fn(Ctx, &[&[u8]]) -> c_int;
 
 macro_rules! command {
@@ -72,6 +86,29 @@ command!(cmd_slotsmgrttagslot, |c, a| sync::slotsmgrtslot(c, a, true));
 command!(cmd_slotsmgrtone, sync::slotsmgrtone);
 command!(cmd_slotsmgrttagone, sync::slotsmgrttagone);
 command!(cmd_slotsrestore, sync::slotsrestore);
+command!(cmd_mgrtslot_async, |c, a| mgrt_async::migrate_async(
+    c, a, false, false
+));
+command!(cmd_mgrttagslot_async, |c, a| mgrt_async::migrate_async(
+    c, a, true, false
+));
+command!(cmd_mgrtone_async, |c, a| mgrt_async::migrate_async(
+    c, a, false, true
+));
+command!(cmd_mgrttagone_async, |c, a| mgrt_async::migrate_async(
+    c, a, true, true
+));
+command!(cmd_async_fence, mgrt_async::fence);
+command!(cmd_async_cancel, mgrt_async::cancel);
+command!(cmd_async_status, mgrt_async::status);
+command!(cmd_restore_async, target::restore_async);
+command!(cmd_restore_async_auth, target::restore_async_auth);
+command!(cmd_restore_async_select, target::restore_async_select);
+command!(cmd_restore_async_ack, target::restore_async_ack);
+
+unsafe extern "C" fn cmd_exec_wrapper(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
+    guard(ctx, || wrapper::exec_wrapper(ctx, argv, argc))
+}
 
 type CmdFn = unsafe extern "C" fn(Ctx, *mut RStr, c_int) -> c_int;
 
@@ -103,6 +140,7 @@ fn config_databases(ctx: Ctx) -> usize {
 unsafe extern "C" fn housekeeping(ctx: Ctx, _data: *mut c_void) {
     let now = rm::now_ms();
     state::expire_idle_sets(now);
+    mgrt_async::cleanup(ctx, now);
     rm::create_timer(ctx, 100, housekeeping, std::ptr::null_mut());
 }
 
@@ -150,6 +188,26 @@ pub unsafe extern "C" fn RedisModule_OnLoad(ctx: Ctx, _argv: *mut RStr, _argc: c
         (c"slotsmgrtone", cmd_slotsmgrtone, c"write"),
         (c"slotsmgrttagone", cmd_slotsmgrttagone, c"write"),
         (c"slotsrestore", cmd_slotsrestore, c"write deny-oom"),
+        (c"slotsmgrtslot-async", cmd_mgrtslot_async, c"write"),
+        (c"slotsmgrttagslot-async", cmd_mgrttagslot_async, c"write"),
+        (c"slotsmgrtone-async", cmd_mgrtone_async, c"write"),
+        (c"slotsmgrttagone-async", cmd_mgrttagone_async, c"write"),
+        (c"slotsmgrt-async-fence", cmd_async_fence, c"readonly"),
+        (c"slotsmgrt-async-cancel", cmd_async_cancel, c"readonly"),
+        (c"slotsmgrt-async-status", cmd_async_status, c"readonly"),
+        (c"slotsmgrt-exec-wrapper", cmd_exec_wrapper, c"write"),
+        (c"slotsrestore-async", cmd_restore_async, c"write deny-oom"),
+        (
+            c"slotsrestore-async-auth",
+            cmd_restore_async_auth,
+            c"no-auth fast",
+        ),
+        (
+            c"slotsrestore-async-select",
+            cmd_restore_async_select,
+            c"fast",
+        ),
+        (c"slotsrestore-async-ack", cmd_restore_async_ack, c"fast"),
     ];
     for (n, f, fl) in cmds {
         if !create_command(ctx, n, *f, fl) {

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // parts are used by the async migration code
 //! A thin layer over the raw Redis module API (`redis_module::raw`).
 //!
 //! Only what this module needs, with the unsafety kept here: every function takes a
@@ -16,7 +15,7 @@ pub type RStr = *mut raw::RedisModuleString;
 /// the server is older than this module supports, which `OnLoad` checks up front.
 macro_rules! api {
     ($name:ident) => {
-        raw::$name.expect(concat!("Redis module API missing: ", stringify!($name)))
+        redis_module::raw::$name.expect(concat!("Redis module API missing: ", stringify!($name)))
     };
 }
 pub(crate) use api;
@@ -74,23 +73,11 @@ impl Strings {
         }
         Strings { ctx, v }
     }
-    pub fn with_capacity(ctx: Ctx, n: usize) -> Self {
-        Strings {
-            ctx,
-            v: Vec::with_capacity(n),
-        }
-    }
-    pub fn push(&mut self, b: &[u8]) {
-        self.v.push(create_string(self.ctx, b));
-    }
     pub fn get(&self, i: usize) -> RStr {
         self.v[i]
     }
     pub fn len(&self) -> usize {
         self.v.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.v.is_empty()
     }
     pub fn as_ptr(&mut self) -> *mut RStr {
         self.v.as_mut_ptr()
@@ -110,12 +97,6 @@ impl Drop for Strings {
 
 pub fn reply_array(ctx: Ctx, n: usize) {
     unsafe { api!(RedisModule_ReplyWithArray)(ctx, n as _) };
-}
-pub fn reply_postponed_array(ctx: Ctx) {
-    unsafe { api!(RedisModule_ReplyWithArray)(ctx, raw::REDISMODULE_POSTPONED_LEN as _) };
-}
-pub fn set_array_len(ctx: Ctx, n: usize) {
-    unsafe { api!(RedisModule_ReplySetArrayLength)(ctx, n as _) };
 }
 pub fn reply_int(ctx: Ctx, v: i64) {
     unsafe { api!(RedisModule_ReplyWithLongLong)(ctx, v) };
@@ -202,9 +183,6 @@ pub fn log(ctx: Ctx, level: &str, msg: &str) {
 }
 pub fn log_warning(ctx: Ctx, msg: &str) {
     log(ctx, "warning", msg)
-}
-pub fn log_notice(ctx: Ctx, msg: &str) {
-    log(ctx, "notice", msg)
 }
 pub fn log_verbose(ctx: Ctx, msg: &str) {
     log(ctx, "verbose", msg)
@@ -375,9 +353,7 @@ impl Drop for DbCursor {
 
 pub const REPLY_STRING: i32 = raw::REDISMODULE_REPLY_STRING as i32;
 pub const REPLY_ERROR: i32 = raw::REDISMODULE_REPLY_ERROR as i32;
-pub const REPLY_INTEGER: i32 = raw::REDISMODULE_REPLY_INTEGER as i32;
 pub const REPLY_ARRAY: i32 = raw::REDISMODULE_REPLY_ARRAY as i32;
-pub const REPLY_NULL: i32 = raw::REDISMODULE_REPLY_NULL as i32;
 
 /// A reply of `RedisModule_Call`, freed on drop (only the top-level one is owned).
 pub struct CallReply(*mut raw::RedisModuleCallReply, bool);
@@ -416,9 +392,6 @@ impl CallReply {
             unsafe { api!(RedisModule_CallReplyArrayElement)(self.0, i) },
             false,
         )
-    }
-    pub fn is_null_ptr(&self) -> bool {
-        self.0.is_null()
     }
 }
 

@@ -44,8 +44,19 @@ pub struct Waiter {
     pub db: i32,
     pub slots: Vec<u16>,
     pub bc: rm::BlockedClient,
-    pub pending: *mut Pending,
+    pub kind: WaitKind,
 }
+
+/// What to do with a waiter once its sets are complete.
+pub enum WaitKind {
+    /// Unblock the client; its reply callback runs the pending op.
+    Reply(*mut Pending),
+    /// Keep the client blocked and hand it to a continuation (async migration, which
+    /// replies only when the whole batch is acknowledged).
+    Start(Start),
+}
+
+pub type Start = Box<dyn FnOnce(Ctx, rm::BlockedClient)>;
 
 /// What a blocked command does once its sets are ready.
 pub type Op = Box<dyn FnOnce(Ctx)>;
@@ -143,7 +154,7 @@ pub unsafe extern "C" fn on_keyspace_event(
 }
 
 pub unsafe extern "C" fn on_flushdb(
-    _ctx: Ctx,
+    ctx: Ctx,
     _eid: raw::RedisModuleEvent,
     subevent: u64,
     data: *mut c_void,
@@ -163,7 +174,7 @@ pub unsafe extern "C" fn on_flushdb(
             }
         }
     });
-    wake_waiters();
+    wake_waiters(ctx);
 }
 
 pub unsafe extern "C" fn on_swapdb(
@@ -201,7 +212,7 @@ pub unsafe extern "C" fn on_loading(
                     d.build_next.clear();
                 }
             });
-            wake_waiters();
+            wake_waiters(ctx);
         }
         raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED => {
             verify_totals(ctx);
@@ -377,7 +388,7 @@ unsafe extern "C" fn build_tick(ctx: Ctx, _data: *mut c_void) {
             more = true;
         }
     }
-    wake_waiters();
+    wake_waiters(ctx);
     if more {
         arm_build_timer();
     }
@@ -397,8 +408,8 @@ pub fn arm_build_timer() {
     }
 }
 
-/// Unblocks every waiter whose sets are complete.
-pub fn wake_waiters() {
+/// Releases every waiter whose sets are complete.
+pub fn wake_waiters(ctx: Ctx) {
     let ready: Vec<Waiter> = with(|s| {
         let mut ready = Vec::new();
         let mut i = 0;
@@ -418,7 +429,13 @@ pub fn wake_waiters() {
         ready
     });
     for w in ready {
-        rm::unblock_client(w.bc, w.pending as *mut c_void);
+        match w.kind {
+            WaitKind::Reply(p) => rm::unblock_client(w.bc, p as *mut c_void),
+            WaitKind::Start(f) => {
+                let bc = w.bc;
+                crate::guard_void(ctx, || f(ctx, bc));
+            }
+        }
     }
 }
 
@@ -469,11 +486,37 @@ pub fn run_with_sets(ctx: Ctx, db: i32, slots: Vec<u16>, op: Op) -> c_int {
             db,
             slots,
             bc,
-            pending,
+            kind: WaitKind::Reply(pending),
         })
     });
     arm_build_timer();
     rm::OK
+}
+
+/// Blocks the client until the sets of `slots` are complete, then calls `start` with
+/// the still-blocked client (which `start` must eventually unblock). Returns false,
+/// without blocking, when the sets are already complete or the client cannot block.
+pub fn block_until_sets(
+    ctx: Ctx,
+    db: i32,
+    slots: Vec<u16>,
+    block: impl FnOnce(Ctx) -> rm::BlockedClient,
+    start: Start,
+) -> Result<(), Start> {
+    if request_sets(db, &slots) || !rm::can_block(ctx) {
+        return Err(start);
+    }
+    let bc = block(ctx);
+    with(|s| {
+        s.waiters.push(Waiter {
+            db,
+            slots,
+            bc,
+            kind: WaitKind::Start(start),
+        })
+    });
+    arm_build_timer();
+    Ok(())
 }
 
 /// Drops slot sets nobody used for a while (called from the housekeeping timer).

@@ -2,6 +2,8 @@
 //! blocking RESP client.
 #![allow(dead_code)]
 
+pub mod migrate;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -330,6 +332,7 @@ impl Server {
                 } {
                     match v {
                         V::Status(_) => return true,
+                        V::Err(e) if e.starts_with("NOAUTH") => return true,
                         V::Err(e) if e.starts_with("LOADING") => {}
                         _ => {}
                     }
@@ -403,6 +406,14 @@ impl Drop for Server {
 
 // ---------------------------------------------------------------------------------------
 // Helpers
+
+/// True while an async migration batch is in progress in the client's DB.
+pub fn async_batch_running(c: &mut Client) -> bool {
+    match c.cmd(&["SLOTSMGRT-ASYNC-STATUS"]) {
+        V::Arr(a) => a.get(17).is_some_and(|v| *v != V::Nil),
+        _ => false,
+    }
+}
 
 pub fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
