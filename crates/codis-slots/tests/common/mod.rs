@@ -188,13 +188,19 @@ pub fn read_value(r: &mut impl BufRead) -> std::io::Result<V> {
 // ---------------------------------------------------------------------------------------
 // Servers
 
-/// The module built next to this test binary (`target/<profile>/libcodis_slots.so`).
+/// The module cargo built for this test run: next to the test binary in
+/// `target/<profile>/deps` (where cargo leaves a library built as a dependency of
+/// the tests), else `target/<profile>`.
 pub fn module_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join("libcodis_slots.so");
-    assert!(p.exists(), "module not built at {}", p.display());
-    p
+    let deps = exe.parent().unwrap();
+    for dir in [deps, deps.parent().unwrap()] {
+        let p = dir.join("libcodis_slots.so");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("libcodis_slots.so not found near {}", exe.display());
 }
 
 pub fn free_port() -> u16 {
