@@ -163,7 +163,9 @@ impl DbIndex {
             self.counts[slot as usize] += 1;
             self.total += 1;
         }
-        if let Some(t) = self.tracked.get_mut(&slot) {
+        if !self.tracked.is_empty()
+            && let Some(t) = self.tracked.get_mut(&slot)
+        {
             t.set.insert(key);
         }
     }
@@ -175,7 +177,9 @@ impl DbIndex {
             self.counts[slot as usize] -= 1;
             self.total -= 1;
         }
-        if let Some(t) = self.tracked.get_mut(&slot) {
+        if !self.tracked.is_empty()
+            && let Some(t) = self.tracked.get_mut(&slot)
+        {
             t.set.remove(key);
         }
     }

@@ -349,6 +349,10 @@ impl Server {
         false
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(self.port)
     }
