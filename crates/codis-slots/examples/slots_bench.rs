@@ -11,7 +11,6 @@
 //! Run through `bench/slots_bench.sh` (release build). Sections can be chosen with
 //! `SLOTS_BENCH=set,mem,mgrt,ping`.
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
