@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use redis_module::raw;
 
 mod basic;
+mod compat;
 pub mod index;
 mod mgrt_async;
 mod rm;

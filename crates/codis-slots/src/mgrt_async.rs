@@ -60,7 +60,7 @@ impl Stage {
 }
 
 /// Progress of one key through the stream.
-struct KeyIter {
+pub(crate) struct KeyIter {
     key: Vec<u8>,
     stage: Stage,
     kind: i32,
@@ -77,7 +77,14 @@ struct KeyIter {
 }
 
 impl KeyIter {
-    fn new(key: Vec<u8>) -> Self {
+    pub(crate) fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+    /// The key was sent completely (so it is to be deleted at the source).
+    pub(crate) fn moved(&self) -> bool {
+        self.stage == Stage::Done && self.existed && !self.aborted
+    }
+    pub(crate) fn new(key: Vec<u8>) -> Self {
         KeyIter {
             key,
             stage: Stage::Prepare,
@@ -93,6 +100,24 @@ impl KeyIter {
     }
 }
 
+/// Where produced messages go: the async connection, or a buffer for the sync path.
+pub(crate) trait Sink {
+    /// Appends one message (an array of bulk strings) that expects one ack.
+    fn message(&mut self, parts: &[&[u8]]);
+    /// Bytes that may still be produced before waiting for acks.
+    fn room(&self) -> usize;
+}
+
+/// Per-batch settings the producer needs.
+#[derive(Clone, Copy)]
+pub(crate) struct StepParams {
+    pub timeout: i64,
+    pub maxbulks: usize,
+    /// The target is an older server that may not read this server's DUMP payloads
+    /// (e.g. codis-server 3.2): collections always go as element chunks.
+    pub legacy: bool,
+}
+
 /// One batch of keys being moved.
 struct Job {
     /// Slot forms reply `[moved, remaining-in-slot]`.
@@ -106,6 +131,7 @@ struct Job {
     removed: Vec<Vec<u8>>,
     chunked: Vec<Vec<u8>>,
     estimate_msgs: usize,
+    legacy: bool,
 }
 
 impl Job {
@@ -138,6 +164,18 @@ pub struct Conn {
     starting: bool,
     blocked: Vec<rm::BlockedClient>,
     pump_armed: bool,
+    /// The target is older than this server (see [`StepParams::legacy`]).
+    legacy: bool,
+}
+
+impl Sink for Conn {
+    fn message(&mut self, parts: &[&[u8]]) {
+        Conn::message(self, parts)
+    }
+    fn room(&self) -> usize {
+        let max = self.job.as_ref().map_or(0, |j| j.maxbytes);
+        max.saturating_sub(self.unacked).max(1)
+    }
 }
 
 pub struct AsyncState {
@@ -292,7 +330,9 @@ impl Conn {
     }
 }
 
-fn connect(host: &str, port: u16, timeout: i64) -> Result<TcpStream, String> {
+/// Connects (blocking, at most 100 ms as codis-server does); the caller makes the
+/// socket non-blocking when it wants.
+pub(crate) fn connect(host: &str, port: u16, timeout: i64) -> Result<TcpStream, String> {
     let wait = Duration::from_millis(timeout.clamp(1, 100) as u64);
     let addrs = (host, port)
         .to_socket_addrs()
@@ -302,7 +342,6 @@ fn connect(host: &str, port: u16, timeout: i64) -> Result<TcpStream, String> {
         match TcpStream::connect_timeout(&a, wait) {
             Ok(s) => {
                 s.set_nodelay(true).ok();
-                s.set_nonblocking(true).map_err(|e| e.to_string())?;
                 return Ok(s);
             }
             Err(e) => last = e.to_string(),
@@ -322,13 +361,17 @@ fn get_or_create(ctx: Ctx, db: i32, host: &str, port: u16, timeout: i64) -> Resu
     if same {
         return Ok(());
     }
-    let stream = connect(host, port, timeout).map_err(|e| {
+    let mut stream = connect(host, port, timeout).map_err(|e| {
         rm::log_warning(
             ctx,
             &format!("slotsmgrt_async: create socket {host}:{port} (DB={db}) failed, {e}"),
         );
         format!("create client to {host}:{port} failed")
     })?;
+    let legacy = crate::compat::probe_is_legacy(ctx, &mut stream, timeout);
+    stream
+        .set_nonblocking(true)
+        .map_err(|_| format!("create client to {host}:{port} failed"))?;
     if let Some(mut old) = take_conn(db) {
         old.close(ctx, "interrupted: build new connection");
     }
@@ -360,6 +403,7 @@ fn get_or_create(ctx: Ctx, db: i32, host: &str, port: u16, timeout: i64) -> Resu
         starting: false,
         blocked: Vec::new(),
         pump_armed: false,
+        legacy,
     }));
     Ok(())
 }
@@ -595,16 +639,28 @@ fn produce(ctx: Ctx, conn: &mut Conn, budget_us: u128, atleast: usize) -> Result
             conn.message(&[b"SLOTSRESTORE-ASYNC-SELECT", db.as_bytes()]);
             msgs += 1;
         }
-        msgs += step(ctx, conn)?;
+        let job = conn.job.as_mut().expect("job");
+        let params = StepParams {
+            timeout: job.timeout,
+            maxbulks: job.maxbulks,
+            legacy: job.legacy,
+        };
+        let mut it = job.queue.pop_front().expect("non-empty queue");
+        let r = step(ctx, &params, &mut it, conn);
+        conn.job.as_mut().expect("job").queue.push_front(it);
+        msgs += r?;
     }
 }
 
-/// Advances the first key of the batch by one message (or two, at its start).
-fn step(ctx: Ctx, conn: &mut Conn) -> Result<usize, String> {
+/// Advances one key by one message. Returns how many messages it produced.
+pub(crate) fn step(
+    ctx: Ctx,
+    p: &StepParams,
+    it: &mut KeyIter,
+    conn: &mut dyn Sink,
+) -> Result<usize, String> {
     let now = rm::now_ms();
-    let job = conn.job.as_mut().expect("job");
-    let (timeout, maxbulks, maxbytes) = (job.timeout, job.maxbulks, job.maxbytes);
-    let mut it = job.queue.pop_front().expect("non-empty queue");
+    let (timeout, maxbulks) = (p.timeout, p.maxbulks);
     let keystr = rm::Strings::new(ctx, &[&it.key]);
     let key = rm::Key::open_read(ctx, keystr.get(0));
     let kind = key.key_type();
@@ -620,9 +676,19 @@ fn step(ctx: Ctx, conn: &mut Conn) -> Result<usize, String> {
                 conn.message(&[b"SLOTSRESTORE-ASYNC", b"delete", &it.key]);
                 sent += 1;
                 let n = chunks_for(kind, key.len(), maxbulks);
-                if n >= 2 {
+                let collection = matches!(
+                    kind,
+                    rm::KEYTYPE_LIST | rm::KEYTYPE_HASH | rm::KEYTYPE_SET | rm::KEYTYPE_ZSET
+                );
+                if p.legacy && !collection && kind != rm::KEYTYPE_STRING {
+                    return Err(format!(
+                        "key '{}' has a type the (older) target cannot restore",
+                        String::from_utf8_lossy(&it.key)
+                    ));
+                }
+                if n >= 2 || (p.legacy && collection) {
                     it.stage = Stage::Chunked;
-                    it.chunked_msgs = n;
+                    it.chunked_msgs = n.max(1);
                 } else {
                     it.stage = Stage::Payload;
                 }
@@ -671,7 +737,7 @@ fn step(ctx: Ctx, conn: &mut Conn) -> Result<usize, String> {
         }
         Stage::Chunked => {
             let ttl = (timeout * 3).to_string();
-            let room = maxbytes.saturating_sub(conn.unacked).max(1);
+            let room = conn.room();
             let mut elems: Vec<Vec<u8>> = Vec::new();
             let mut bytes = 0usize;
             let mut more = true;
@@ -752,7 +818,6 @@ fn step(ctx: Ctx, conn: &mut Conn) -> Result<usize, String> {
         }
         Stage::Done => {}
     }
-    conn.job.as_mut().expect("job").queue.push_front(it);
     Ok(sent)
 }
 
@@ -819,6 +884,7 @@ fn new_job(p: &Params, slot: Option<u16>) -> Job {
         removed: Vec::new(),
         chunked: Vec::new(),
         estimate_msgs: 0,
+        legacy: false,
     }
 }
 
@@ -909,6 +975,8 @@ fn start(ctx: Ctx, db: i32, p: &Params, pick: &Pick, usetag: bool, bc: Option<rm
     conn.starting = false;
     conn.timeout = p.timeout;
     conn.lastuse = rm::now_ms();
+    let mut job = job;
+    job.legacy = conn.legacy;
     conn.job = Some(job);
     // Like codis-server: the first messages go out right away.
     let orig = rm::selected_db(ctx);

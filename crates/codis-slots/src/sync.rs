@@ -58,6 +58,15 @@ pub fn migrate_keys(
     if present.is_empty() {
         return Ok(0);
     }
+    let host_s = String::from_utf8_lossy(host).into_owned();
+    let port_n: u16 = std::str::from_utf8(port)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| "invalid port".to_string())?;
+    if crate::compat::target_is_legacy(ctx, &host_s, port_n, timeout)? {
+        let owned: Vec<Vec<u8>> = present.iter().map(|k| k.to_vec()).collect();
+        return crate::compat::sync_stream(ctx, &host_s, port_n, timeout, &owned);
+    }
     let db = rm::selected_db(ctx).to_string();
     let timeout = timeout.to_string();
     let pass = requirepass(ctx);

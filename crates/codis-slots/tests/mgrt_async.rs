@@ -234,7 +234,9 @@ fn exec_wrapper_codes_under_concurrent_writer() {
         let mut d = Client::connect(dport);
         let (mut done, mut retries, mut on_target) = (0, 0, 0);
         let mut codes_seen = [false; 3];
-        while !stop2.load(Ordering::Relaxed) || done < 300 {
+        // Until the migration is over and a few increments went to the target.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(stop2.load(Ordering::Relaxed) && on_target >= 50) && Instant::now() < deadline {
             let r = s.cmd(&["SLOTSMGRT-EXEC-WRAPPER", "{w}cnt", "incr", "{w}cnt"]);
             match r.arr()[0].int() {
                 2 => {
@@ -253,9 +255,6 @@ fn exec_wrapper_codes_under_concurrent_writer() {
                     done += 1;
                 }
                 c => panic!("code {c}"),
-            }
-            if done >= 3000 {
-                break;
             }
         }
         (done, retries, on_target, codes_seen)

@@ -41,7 +41,8 @@ pub fn fill(c: &mut Client, keys: &[String]) {
         match i % 5 {
             0 => c.cmd(&["SET", k, &format!("value-{i}")]),
             1 => c.cmd(&["RPUSH", k, "a", "b", &i.to_string(), "a"]),
-            2 => c.cmd(&["HSET", k, "f1", "v1", "f2", &i.to_string()]),
+            // HMSET: codis-server 3.2's HSET takes one pair only
+            2 => c.cmd(&["HMSET", k, "f1", "v1", "f2", &i.to_string()]),
             3 => c.cmd(&["SADD", k, "x", "y", &i.to_string()]),
             _ => c.cmd(&[
                 "ZADD",
@@ -61,7 +62,7 @@ pub fn fill(c: &mut Client, keys: &[String]) {
     // A few big collections (chunked by the async path).
     c.cmd(&["DEL", &keys[0]]);
     for chunk in 0..10 {
-        let mut args = vec!["HSET".to_string(), keys[0].clone()];
+        let mut args = vec!["HMSET".to_string(), keys[0].clone()];
         for f in 0..300 {
             args.push(format!("field{}", chunk * 300 + f));
             args.push(format!("v{f}"));

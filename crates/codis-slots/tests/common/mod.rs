@@ -228,6 +228,8 @@ pub struct Opts {
     pub module: bool,
     pub extra: Vec<String>,
     pub binary: String,
+    /// Pass options only Redis 7 knows (enable-debug-command, enable-module-command).
+    pub modern: bool,
 }
 
 impl Default for Opts {
@@ -236,6 +238,7 @@ impl Default for Opts {
             module: true,
             extra: vec![],
             binary: "redis-server".into(),
+            modern: true,
         }
     }
 }
@@ -271,11 +274,17 @@ impl Server {
             dir.to_string_lossy().into(),
             "--logfile".into(),
             "redis.log".into(),
-            "--enable-debug-command".into(),
-            "yes".into(),
-            "--enable-module-command".into(),
-            "yes".into(),
         ];
+        if opts.modern {
+            for a in [
+                "--enable-debug-command",
+                "yes",
+                "--enable-module-command",
+                "yes",
+            ] {
+                args.push(a.into());
+            }
+        }
         if opts.module {
             args.push("--loadmodule".into());
             args.push(module_path().to_string_lossy().into());
