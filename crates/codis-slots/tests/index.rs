@@ -423,3 +423,36 @@ fn slotsdel_hashkey_info_shapes() {
     );
     assert_eq!(c.cmd(&["DBSIZE"]).int(), 0);
 }
+
+#[test]
+fn slotsscan_over_every_slot_returns_every_key() {
+    let s = Server::start();
+    let mut c = s.client();
+    let cmds: Vec<Vec<Vec<u8>>> = (0..20_000)
+        .map(|i| {
+            vec![
+                b"SET".to_vec(),
+                format!("key:{i}").into_bytes(),
+                b"v".to_vec(),
+            ]
+        })
+        .collect();
+    c.pipeline(&cmds);
+    let mut got = Vec::new();
+    for slot in 0..1024 {
+        let mut cursor = "0".to_string();
+        loop {
+            let r = c.cmd(&["SLOTSSCAN", &slot.to_string(), &cursor, "COUNT", "100"]);
+            cursor = r.arr()[0].str();
+            for k in r.arr()[1].arr() {
+                assert_eq!(codis_core::slot_of(&k.bytes()), slot as u16);
+                got.push(k.bytes());
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+    }
+    got.sort();
+    assert_eq!(got, scan_keys(&mut c));
+}
