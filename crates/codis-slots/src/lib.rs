@@ -100,6 +100,10 @@ command!(cmd_mgrttagone_async, |c, a| mgrt_async::migrate_async(
     c, a, true, true
 ));
 command!(cmd_async_fence, mgrt_async::fence);
+command!(cmd_mgrtone_async_dump, |c, a| mgrt_async::dump(c, a, false));
+command!(cmd_mgrttagone_async_dump, |c, a| mgrt_async::dump(
+    c, a, true
+));
 command!(cmd_async_cancel, mgrt_async::cancel);
 command!(cmd_async_status, mgrt_async::status);
 command!(cmd_restore_async, target::restore_async);
@@ -194,6 +198,16 @@ pub unsafe extern "C" fn RedisModule_OnLoad(ctx: Ctx, _argv: *mut RStr, _argc: c
         (c"slotsmgrtone-async", cmd_mgrtone_async, c"write"),
         (c"slotsmgrttagone-async", cmd_mgrttagone_async, c"write"),
         (c"slotsmgrt-async-fence", cmd_async_fence, c"readonly"),
+        (
+            c"slotsmgrtone-async-dump",
+            cmd_mgrtone_async_dump,
+            c"readonly",
+        ),
+        (
+            c"slotsmgrttagone-async-dump",
+            cmd_mgrttagone_async_dump,
+            c"readonly",
+        ),
         (c"slotsmgrt-async-cancel", cmd_async_cancel, c"readonly"),
         (c"slotsmgrt-async-status", cmd_async_status, c"readonly"),
         (c"slotsmgrt-exec-wrapper", cmd_exec_wrapper, c"write"),

@@ -1212,3 +1212,86 @@ pub fn cleanup(ctx: Ctx, now: i64) {
         }
     }
 }
+
+/// Collects messages for the DUMP helpers.
+struct ListSink(Vec<Vec<Vec<u8>>>);
+
+impl Sink for ListSink {
+    fn message(&mut self, parts: &[&[u8]]) {
+        self.0.push(parts.iter().map(|p| p.to_vec()).collect());
+    }
+    fn room(&self) -> usize {
+        i32::MAX as usize
+    }
+}
+
+/// SLOTSMGRTONE-ASYNC-DUMP / SLOTSMGRTTAGONE-ASYNC-DUMP timeout maxbulks key...:
+/// the restore stream of the keys as an array of messages (a tool helper).
+pub fn dump(ctx: Ctx, args: &[&[u8]], usetag: bool) -> c_int {
+    let name = String::from_utf8_lossy(args[0]).to_uppercase();
+    if args.len() <= 3 {
+        return err(ctx, &format!("wrong number of arguments for {name}"));
+    }
+    let mut timeout = match parse_ll(args[1], "timeout", 0, i32::MAX as i64) {
+        Ok(v) => v,
+        Err(e) => return err(ctx, &e),
+    };
+    if timeout == 0 {
+        timeout = 30_000;
+    }
+    let mut maxbulks = match parse_ll(args[2], "maxbulks", 0, i32::MAX as i64) {
+        Ok(v) => v as usize,
+        Err(e) => return err(ctx, &e),
+    };
+    if maxbulks == 0 {
+        maxbulks = 1000;
+    }
+    let keys: Vec<Vec<u8>> = args[3..].iter().map(|k| k.to_vec()).collect();
+    let db = rm::selected_db(ctx);
+    let mut slots: Vec<u16> = if usetag {
+        keys.iter()
+            .filter(|k| has_tag(k))
+            .map(|k| slot_of(k))
+            .collect()
+    } else {
+        vec![]
+    };
+    slots.sort_unstable();
+    slots.dedup();
+    state::run_with_sets(
+        ctx,
+        db,
+        slots,
+        Box::new(move |ctx| {
+            let p = Params {
+                host: String::new(),
+                port: 0,
+                timeout,
+                maxbulks,
+                maxbytes: i32::MAX as usize,
+            };
+            let job = build_job(ctx, db, &p, &Pick::Keys(keys), usetag);
+            let params = StepParams {
+                timeout,
+                maxbulks,
+                legacy: false,
+            };
+            let mut sink = ListSink(Vec::new());
+            for mut it in job.queue {
+                while !it.is_done() {
+                    if let Err(e) = step(ctx, &params, &mut it, &mut sink) {
+                        rm::reply_error(ctx, &e);
+                        return;
+                    }
+                }
+            }
+            rm::reply_array(ctx, sink.0.len());
+            for m in &sink.0 {
+                rm::reply_array(ctx, m.len());
+                for part in m {
+                    rm::reply_bulk(ctx, part);
+                }
+            }
+        }),
+    )
+}

@@ -482,3 +482,33 @@ fn moves_reach_the_aof_on_both_sides() {
     );
     assert_eq!(slotsinfo(&mut d).get(&slot), Some(&(keys.len() as i64)));
 }
+
+#[test]
+fn async_dump_helpers() {
+    let s = Server::start();
+    let mut c = s.client();
+    c.cmd(&["SET", "s", "v"]);
+    c.cmd(&["RPUSH", "l", "1", "2", "3", "4", "5"]);
+    let r = c.cmd(&["SLOTSMGRTONE-ASYNC-DUMP", "1000", "2", "s", "l", "missing"]);
+    let msgs: Vec<Vec<String>> = r
+        .arr()
+        .iter()
+        .map(|m| m.arr().iter().map(|p| p.str()).collect())
+        .collect();
+    let expect: Vec<Vec<&str>> = vec![
+        vec!["SLOTSRESTORE-ASYNC", "delete", "s"],
+        vec!["SLOTSRESTORE-ASYNC", "string", "s", "0", "v"],
+        vec!["SLOTSRESTORE-ASYNC", "delete", "l"],
+        vec!["SLOTSRESTORE-ASYNC", "list", "l", "3000", "5", "1", "2"],
+        vec!["SLOTSRESTORE-ASYNC", "list", "l", "3000", "5", "3", "4"],
+        vec!["SLOTSRESTORE-ASYNC", "list", "l", "3000", "5", "5"],
+        vec!["SLOTSRESTORE-ASYNC", "expire", "l", "0"],
+    ];
+    assert_eq!(msgs, expect);
+    // The tag form follows the tag group; the keys stay where they are.
+    c.cmd(&["SET", "{t}a", "1"]);
+    c.cmd(&["SET", "{t}b", "2"]);
+    let r = c.cmd(&["SLOTSMGRTTAGONE-ASYNC-DUMP", "0", "0", "{t}a"]);
+    assert_eq!(r.arr().len(), 4);
+    assert_eq!(c.cmd(&["DBSIZE"]).int(), 4);
+}
