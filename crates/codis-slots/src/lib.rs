@@ -149,6 +149,43 @@ unsafe extern "C" fn housekeeping(ctx: Ctx, _data: *mut c_void) {
     rm::create_timer(ctx, 100, housekeeping, std::ptr::null_mut());
 }
 
+/// `INFO codis_slots`: slot sets and async migration state.
+unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    let (sets, keys, building, conns, batches) = state::with(|s| {
+        let mut sets = 0usize;
+        let mut keys = 0usize;
+        let mut building = 0usize;
+        for d in &s.dbs {
+            sets += d.index.tracked.len();
+            keys += d.index.tracked.values().map(|t| t.set.len()).sum::<usize>();
+            building += d.index.tracked.values().filter(|t| !t.ready).count();
+        }
+        let (c, b) = s.asyncs.counts();
+        (sets, keys, building, c, b)
+    });
+    unsafe {
+        api!(RedisModule_InfoAddSection)(ctx, c"".as_ptr() as *mut c_char);
+        for (name, v) in [
+            (c"slot_sets", sets),
+            (c"slot_set_keys", keys),
+            (c"slot_sets_building", building),
+            (c"async_connections", conns),
+            (c"async_batches", batches),
+        ] {
+            api!(RedisModule_InfoAddFieldULongLong)(ctx, name.as_ptr() as *mut c_char, v as u64);
+        }
+    }
+}
+
+/// Unloading is refused: timers and event-loop callbacks point into this library.
+///
+/// # Safety
+/// Called by Redis.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn RedisModule_OnUnload(_ctx: Ctx) -> c_int {
+    rm::ERR
+}
+
 /// Entry point called by `MODULE LOAD` / `loadmodule`.
 ///
 /// # Safety
@@ -253,6 +290,7 @@ pub unsafe extern "C" fn RedisModule_OnLoad(ctx: Ctx, _argv: *mut RStr, _argc: c
         state::recount(ctx, db as i32);
     }
 
+    unsafe { api!(RedisModule_RegisterInfoFunc)(ctx, Some(info)) };
     rm::create_timer(ctx, 100, housekeeping, std::ptr::null_mut());
     rm::OK
 }

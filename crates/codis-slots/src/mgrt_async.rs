@@ -195,6 +195,17 @@ impl AsyncState {
             .and_then(|c| c.as_ref())
             .is_some_and(|c| c.job.is_some() || c.starting)
     }
+    /// (connections, batches in progress)
+    pub fn counts(&self) -> (usize, usize) {
+        let c = self.conns.iter().flatten().count();
+        let b = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.job.is_some())
+            .count();
+        (c, b)
+    }
     /// `key` (or its tag group) is part of the batch in progress in `db`.
     pub fn job_contains(&self, db: i32, key: &[u8]) -> bool {
         self.conns
