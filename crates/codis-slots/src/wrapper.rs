@@ -76,8 +76,16 @@ pub fn exec_wrapper(ctx: Ctx, argv: *mut RStr, argc: c_int) -> c_int {
     }
     rm::reply_int(ctx, 2);
     let cname = CString::new(args[2].to_vec()).unwrap_or_default();
-    // `!` propagates what the command does; `0` answers in the client's protocol.
-    match rm::call_argv(ctx, &cname, "!0", unsafe { argv.add(3) }, argc as usize - 3) {
+    // `!` propagates what the command does; `0` answers in the client's protocol; `C`
+    // checks the client's ACL permissions and `M` refuses deny-oom commands over
+    // maxmemory, as if the client had sent the command itself.
+    match rm::call_argv(
+        ctx,
+        &cname,
+        "!0CM",
+        unsafe { argv.add(3) },
+        argc as usize - 3,
+    ) {
         rm::Called::Reply(r) => rm::reply_call_reply(ctx, &r),
         rm::Called::Refused(e) => rm::reply_error(ctx, &e),
     }

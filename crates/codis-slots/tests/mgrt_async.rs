@@ -512,3 +512,37 @@ fn async_dump_helpers() {
     assert_eq!(r.arr().len(), 4);
     assert_eq!(c.cmd(&["DBSIZE"]).int(), 4);
 }
+
+#[test]
+fn exec_wrapper_respects_acl_and_maxmemory() {
+    let s = Server::start();
+    let mut c = s.client();
+    c.cmd(&["SET", "k", "1"]);
+    c.cmd(&[
+        "ACL",
+        "SETUSER",
+        "ro",
+        "on",
+        ">pw",
+        "~*",
+        "+get",
+        "+slotsmgrt-exec-wrapper",
+    ])
+    .ok();
+    let mut ro = s.client();
+    ro.cmd(&["AUTH", "ro", "pw"]).ok();
+    let r = ro.cmd(&["SLOTSMGRT-EXEC-WRAPPER", "k", "get", "k"]);
+    assert_eq!(r, V::Arr(vec![V::Int(2), V::Bulk(b"1".to_vec())]));
+    let r = ro.cmd(&["SLOTSMGRT-EXEC-WRAPPER", "k", "set", "k", "2"]);
+    assert_eq!(r.arr()[0], V::Int(2));
+    let e = r.arr()[1].err();
+    assert!(
+        e.starts_with("NOPERM") || e.contains("acl verification failed"),
+        "{r:?}"
+    );
+    c.cmd(&["CONFIG", "SET", "maxmemory", "1"]).ok();
+    let r = c.cmd(&["SLOTSMGRT-EXEC-WRAPPER", "k", "set", "k", "3"]);
+    assert!(r.arr()[1].err().starts_with("OOM"), "{r:?}");
+    let r = c.cmd(&["SLOTSMGRT-EXEC-WRAPPER", "k", "get", "k"]);
+    assert_eq!(r, V::Arr(vec![V::Int(2), V::Bulk(b"1".to_vec())]));
+}
