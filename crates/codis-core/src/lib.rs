@@ -14,4 +14,4 @@ pub mod size;
 pub mod slot;
 
 pub use product::{ProductError, validate_product};
-pub use slot::{MAX_SLOT_NUM, hash_tag, slot_of};
+pub use slot::{MAX_SLOT_NUM, has_tag, hash_tag, slot_of, tag_crc};

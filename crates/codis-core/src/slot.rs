@@ -93,6 +93,17 @@ const CRC_TABLES: [[u32; 256]; 8] = {
     t
 };
 
+/// `crc32_ieee(hash_tag(key))`, the value `slot_of` reduces. codis-server moves a tag
+/// group as "every tagged key with this crc", so the module needs the full value.
+pub fn tag_crc(key: &[u8]) -> u32 {
+    crc32(hash_tag(key))
+}
+
+/// Whether `key` contains a complete `{tag}` (possibly empty).
+pub fn has_tag(key: &[u8]) -> bool {
+    hash_tag(key).len() != key.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +134,14 @@ mod tests {
             }
         }
         assert_eq!(find_byte(b"0123456789ab{cd}", b'{'), Some(12));
+    }
+
+    #[test]
+    fn tag_crc_reduces_to_slot() {
+        for k in [&b"foo"[..], b"{user1000}.following", b"a{}b", b"x{"] {
+            assert_eq!((tag_crc(k) % MAX_SLOT_NUM as u32) as u16, slot_of(k));
+        }
+        assert!(has_tag(b"a{}b") && has_tag(b"{x}") && !has_tag(b"x{") && !has_tag(b"plain"));
     }
 
     #[test]
