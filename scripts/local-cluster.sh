@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts (or stops) a local codis-rs cluster: redis-servers plus codis-proxy on port 19000.
+# Starts (or stops) a local codis-rs cluster: redis-servers with the codis-slots module,
+# plus codis-proxy on port 19000.
 #
 #   scripts/local-cluster.sh          start (builds release binaries first)
 #   scripts/local-cluster.sh stop     stop everything it started
@@ -46,14 +47,15 @@ start() {
     command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server redis-tools" >&2; exit 1; }
     mkdir -p "$RUN"
     stop >/dev/null
-    echo "building codis-proxy (release)..."
-    cargo build --release -q -p codis-proxy
+    echo "building codis-proxy and the codis-slots module (release)..."
+    cargo build --release -q -p codis-proxy -p codis-slots
     local addrs=()
     for i in $(seq 0 $((SERVERS - 1))); do
         port=$((BASE_PORT + i))
         dir="$RUN/redis-$port"
         mkdir -p "$dir"
         redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+            --loadmodule "$ROOT/target/release/libcodis_slots.so" \
             --daemonize yes --pidfile "$RUN/redis-$port.pid" --logfile "$dir/redis.log"
         wait_port "$port"
         addrs+=("127.0.0.1:$port")
@@ -74,7 +76,7 @@ TOML
     cat <<MSG
 
 codis-rs local cluster is up:
-  redis servers : ${addrs[*]} (slots split evenly)
+  redis servers : ${addrs[*]} (codis-slots module loaded; slots split evenly)
   codis-proxy   : 127.0.0.1:$PROXY_PORT      connect: redis-cli -p $PROXY_PORT
   admin API     : http://127.0.0.1:$ADMIN_PORT/proxy
   logs          : $RUN

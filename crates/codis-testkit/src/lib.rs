@@ -8,7 +8,7 @@
 mod server;
 
 pub use codis_client::{Client, Value, args};
-pub use server::{RedisServer, free_port, redis_available};
+pub use server::{RedisServer, free_port, module_path, redis_available};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -15,6 +15,22 @@ pub fn redis_available() -> bool {
     Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
+/// The codis-slots module cargo built for this test run: next to the test binary in
+/// `target/<profile>/deps` (where a library built as a dependency of the tests lands),
+/// else `target/<profile>`. Test crates that load it list `codis-slots` as a
+/// dev-dependency so that it is built first.
+pub fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    for dir in [deps, deps.parent().unwrap_or(deps)] {
+        let p = dir.join("libcodis_slots.so");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("libcodis_slots.so not found near {}: add codis-slots as a dev-dependency", exe.display());
+}
+
 /// A `redis-server` child process on 127.0.0.1, killed when dropped.
 pub struct RedisServer {
     pub port: u16,
@@ -33,6 +49,14 @@ impl RedisServer {
         let mut s = RedisServer { port: 0, dir, extra: extra.iter().map(|s| s.to_string()).collect(), child: None };
         s.spawn_on_free_port();
         s
+    }
+
+    /// Starts a server with the codis-slots module loaded.
+    pub fn start_with_module(extra: &[&str]) -> RedisServer {
+        let module = module_path();
+        let mut args = vec!["--loadmodule", module.to_str().expect("UTF-8 path")];
+        args.extend_from_slice(extra);
+        RedisServer::start(&args)
     }
 
     pub fn addr(&self) -> String {

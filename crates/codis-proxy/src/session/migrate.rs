@@ -35,13 +35,26 @@ pub(crate) struct Migration {
     pub slot: u16,
     /// The source said the key is not there (any more): run on the target.
     to_target: bool,
+    /// How the last step was asked (the slot's routing may change before it answers).
+    method: i64,
+    /// The source the last step was sent to.
+    source: String,
     attempts: u32,
     since: Instant,
 }
 
 impl Migration {
     pub fn new(req: Request, key: Bytes, slot: u16) -> Box<Migration> {
-        Box::new(Migration { req, key, slot, to_target: false, attempts: 0, since: Instant::now() })
+        Box::new(Migration {
+            req,
+            key,
+            slot,
+            to_target: false,
+            method: FORWARD_SYNC,
+            source: String::new(),
+            attempts: 0,
+            since: Instant::now(),
+        })
     }
 }
 
@@ -64,7 +77,8 @@ fn retry_delay(attempts: u32) -> Duration {
     }
 }
 
-fn decide(m: &mut Migration, method: i64, reply: &Bytes, proxy_error: bool, source: &str) -> Step {
+fn decide(m: &mut Migration, reply: &Bytes, proxy_error: bool) -> Step {
+    let (method, source) = (m.method, m.source.as_str());
     if proxy_error {
         return Step::Done(reply.clone(), true);
     }
@@ -135,7 +149,10 @@ impl Session {
         self.seed = self.seed.wrapping_add(1);
         match &route.migrate_from {
             Some(source) if !m.to_target => {
-                let payload = if route.model.forward_method == FORWARD_SYNC {
+                let mut m = m;
+                m.method = route.model.forward_method;
+                m.source = source.addr().to_string();
+                let payload = if m.method == FORWARD_SYNC {
                     let (host, port) = target.addr().rsplit_once(':').unwrap_or((target.addr(), ""));
                     encode([b"SLOTSMGRTTAGONE".as_slice(), host.as_bytes(), port.as_bytes(), b"3000", &m.key])
                 } else {
@@ -172,9 +189,7 @@ impl Session {
         let mut followups = std::mem::take(&mut self.followups);
         for f in followups.drain(..) {
             let Followup { seq, part, mut migration, reply, proxy_error } = f;
-            let route = &table.slots[migration.slot as usize];
-            let source = route.migrate_from.as_ref().map(|p| p.addr().to_string()).unwrap_or_default();
-            match decide(&mut migration, route.model.forward_method, &reply, proxy_error, &source) {
+            match decide(&mut migration, &reply, proxy_error) {
                 Step::Done(reply, proxy_error) => self.finish_part(seq, part, reply, proxy_error),
                 Step::Target => {
                     migration.to_target = true;
@@ -226,56 +241,43 @@ fn encode<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Bytes {
 mod tests {
     use super::*;
 
-    fn m() -> Migration {
-        *Migration::new(Request::from_args(["GET", "k"]), Bytes::from_static(b"k"), 7)
+    fn m(method: i64) -> Migration {
+        let mut m = *Migration::new(Request::from_args(["GET", "k"]), Bytes::from_static(b"k"), 7);
+        m.method = method;
+        m.source = "1.2.3.4:5".into();
+        m
     }
 
     #[test]
     fn semi_async_codes() {
-        let semi = codis_core::models::FORWARD_SEMI_ASYNC;
-        let mut mig = m();
-        assert!(matches!(
-            decide(&mut mig, semi, &Bytes::from_static(b"*2\r\n:0\r\n$-1\r\n"), false, "s"),
-            Step::Target
-        ));
-        match decide(&mut mig, semi, &Bytes::from_static(b"*2\r\n:2\r\n$1\r\nv\r\n"), false, "s") {
+        let mut mig = m(codis_core::models::FORWARD_SEMI_ASYNC);
+        assert!(matches!(decide(&mut mig, &Bytes::from_static(b"*2\r\n:0\r\n$-1\r\n"), false), Step::Target));
+        match decide(&mut mig, &Bytes::from_static(b"*2\r\n:2\r\n$1\r\nv\r\n"), false) {
             Step::Done(r, false) => assert_eq!(&r[..], b"$1\r\nv\r\n"),
             _ => panic!("code 2 returns the source's reply"),
         }
         for _ in 0..5 {
             assert!(
-                matches!(decide(&mut mig, semi, &Bytes::from_static(b"*2\r\n:1\r\n$-1\r\n"), false, "s"), Step::Retry(d) if d.is_zero())
+                matches!(decide(&mut mig, &Bytes::from_static(b"*2\r\n:1\r\n$-1\r\n"), false), Step::Retry(d) if d.is_zero())
             );
         }
         assert!(
-            matches!(decide(&mut mig, semi, &Bytes::from_static(b"*2\r\n:1\r\n$-1\r\n"), false, "s"), Step::Retry(d) if d == Duration::from_millis(5))
+            matches!(decide(&mut mig, &Bytes::from_static(b"*2\r\n:1\r\n$-1\r\n"), false), Step::Retry(d) if d == Duration::from_millis(5))
         );
-        match decide(
-            &mut mig,
-            semi,
-            &Bytes::from_static(b"-ERR unknown command 'SLOTSMGRT-EXEC-WRAPPER'\r\n"),
-            false,
-            "1.2.3.4:5",
-        ) {
+        match decide(&mut mig, &Bytes::from_static(b"-ERR unknown command 'SLOTSMGRT-EXEC-WRAPPER'\r\n"), false) {
             Step::Done(r, true) => {
                 let text = String::from_utf8_lossy(&r);
                 assert!(text.contains("1.2.3.4:5") && text.contains("codis-slots"), "{text}");
             }
             _ => panic!("errors are reported"),
         }
-        assert!(matches!(
-            decide(&mut mig, semi, &Bytes::from_static(b"*2\r\n:-1\r\n$-1\r\n"), false, "s"),
-            Step::Done(_, true)
-        ));
+        assert!(matches!(decide(&mut mig, &Bytes::from_static(b"*2\r\n:-1\r\n$-1\r\n"), false), Step::Done(_, true)));
     }
 
     #[test]
     fn sync_replies() {
-        let mut mig = m();
-        assert!(matches!(decide(&mut mig, FORWARD_SYNC, &Bytes::from_static(b":1\r\n"), false, "s"), Step::Target));
-        assert!(matches!(
-            decide(&mut mig, FORWARD_SYNC, &Bytes::from_static(b"-ERR x\r\n"), false, "s"),
-            Step::Done(_, true)
-        ));
+        let mut mig = m(FORWARD_SYNC);
+        assert!(matches!(decide(&mut mig, &Bytes::from_static(b":1\r\n"), false), Step::Target));
+        assert!(matches!(decide(&mut mig, &Bytes::from_static(b"-ERR x\r\n"), false), Step::Done(_, true)));
     }
 }
