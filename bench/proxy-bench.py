@@ -55,7 +55,9 @@ def bench(port, args, n, clients, pipeline):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer requests (smoke test of the script)")
-    ap.add_argument("--ncpu", type=int, default=2, help="codis-proxy worker threads")
+    # On a small machine the proxy shares the cores with redis-benchmark and both
+    # servers; one worker thread contends least there. Use --ncpu N on bigger hosts.
+    ap.add_argument("--ncpu", type=int, default=1, help="codis-proxy worker threads (default 1)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     opts = ap.parse_args()
     for tool in ["redis-server", "redis-benchmark", "nutcracker"]:
