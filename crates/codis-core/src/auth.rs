@@ -27,6 +27,13 @@ pub fn new_xauth(segs: &[&str]) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
 }
 
+/// The xauth a dashboard's mutating API requires: Codis's (from the product name only)
+/// when the product has no password, else one that needs the password as well (Codis's
+/// dashboard xauth can be computed by anyone who knows the product name).
+pub fn dashboard_xauth(product: &str, product_auth: &str) -> String {
+    if product_auth.is_empty() { new_xauth(&[product]) } else { new_xauth(&[product, product_auth]) }
+}
+
 /// MAC addresses of this host's interfaces, sorted, skipping all-zero ones (loopback),
 /// as Go's `net.Interfaces` reports them.
 fn hardware_addrs() -> Vec<String> {

@@ -69,14 +69,7 @@ fn json<T: Serialize>(v: &T) -> Response {
 
 /// A Codis-style error: status 800, `{"Cause": ..., "Stack": null}`.
 fn error(cause: &str) -> Response {
-    #[derive(Serialize)]
-    struct RemoteError<'a> {
-        #[serde(rename = "Cause")]
-        cause: &'a str,
-        #[serde(rename = "Stack")]
-        stack: Option<()>,
-    }
-    let body = codis_core::json::to_vec_pretty(&RemoteError { cause, stack: None }).unwrap_or_default();
+    let body = codis_core::json::to_vec_pretty(&codis_core::models::RemoteError::new(cause)).unwrap_or_default();
     let status = StatusCode::from_u16(800).expect("800 is a valid status code");
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"))], body)
         .into_response()

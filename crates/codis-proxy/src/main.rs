@@ -40,8 +40,12 @@ struct Args {
     #[arg(long = "host-proxy")]
     host_proxy: Option<String>,
     /// Static mode: serve the slots in this JSON file (Codis `[]Slot`) with no dashboard.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dashboard")]
     fillslots: Option<PathBuf>,
+    /// Register with the dashboard at this address, which then fills the slots and
+    /// starts the proxy.
+    #[arg(long)]
+    dashboard: Option<String>,
     /// Refuse to start unless at least this many file descriptors can be opened.
     #[arg(long)]
     ulimit: Option<u64>,
@@ -101,17 +105,25 @@ fn main() -> Result<()> {
     // connections and serves the admin API.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let options = Options { workers: ncpu, log_control: Some(log_control) };
-    runtime.block_on(run(config, slots, args.pidfile, options))
+    runtime.block_on(run(config, slots, args.dashboard, args.pidfile, options))
 }
 
-async fn run(config: Config, slots: Option<Vec<Slot>>, pidfile: Option<PathBuf>, options: Options) -> Result<()> {
+async fn run(
+    config: Config,
+    slots: Option<Vec<Slot>>,
+    dashboard: Option<String>,
+    pidfile: Option<PathBuf>,
+    options: Options,
+) -> Result<()> {
+    let (product, product_auth) = (config.product_name.clone(), config.product_auth.clone());
     let proxy = Proxy::bind(config, options).await?;
-
     let _pid = pidfile.map(PidFile::create).transpose()?;
     if let Some(slots) = slots {
         proxy.fill_slots(&slots).await.context("filling slots from --fillslots")?;
         proxy.start()?;
         tracing::warn!(slots = slots.len(), "static mode: slots filled, proxy online");
+    } else if let Some(dashboard) = dashboard {
+        online_with_dashboard(&dashboard, &product, &product_auth, &proxy.model().admin_addr).await?;
     } else {
         tracing::warn!("proxy waiting online: fill slots and start it through the admin API");
     }
@@ -124,6 +136,33 @@ async fn run(config: Config, slots: Option<Vec<Slot>>, pidfile: Option<PathBuf>,
     proxy.close().await;
     tracing::warn!("proxy exited");
     Ok(())
+}
+
+/// Asks the dashboard to register this proxy (it then fills the slots and starts it),
+/// retrying as Codis does: 10 tries, 3 s apart.
+async fn online_with_dashboard(dashboard: &str, product: &str, product_auth: &str, admin_addr: &str) -> Result<()> {
+    let xauth = codis_core::auth::dashboard_xauth(product, product_auth);
+    let url = format!("http://{dashboard}/api/topom/proxy/online/{xauth}/{admin_addr}");
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let mut last = String::new();
+    for attempt in 1..=10 {
+        match http.put(&url).send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::warn!(dashboard, "registered with the dashboard");
+                return Ok(());
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                last =
+                    body.get("Cause").and_then(|c| c.as_str()).map_or_else(|| format!("HTTP {status}"), str::to_string);
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tracing::warn!(dashboard, attempt, error = %last, "registering with the dashboard failed, retrying in 3s");
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+    bail!("cannot register with the dashboard at {dashboard}: {last}")
 }
 
 fn read_slots(path: &PathBuf) -> Result<Vec<Slot>> {

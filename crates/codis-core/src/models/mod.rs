@@ -14,6 +14,21 @@ pub use proxy::Proxy;
 pub use slot::{FORWARD_SEMI_ASYNC, FORWARD_SYNC, Slot, SlotAction, SlotMapping, parse_forward_method};
 pub use topom::{Sentinel, Topom};
 
+/// The error body of Codis's admin APIs (sent with HTTP status 800).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteError {
+    #[serde(rename = "Cause")]
+    pub cause: String,
+    #[serde(rename = "Stack", default)]
+    pub stack: Option<Vec<serde_json::Value>>,
+}
+
+impl RemoteError {
+    pub fn new(cause: &str) -> RemoteError {
+        RemoteError { cause: cause.to_string(), stack: None }
+    }
+}
+
 /// Action states shared by slot migrations, promotions and replica syncs.
 pub mod action {
     pub const NOTHING: &str = "";

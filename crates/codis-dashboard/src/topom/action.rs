@@ -1,0 +1,366 @@
+//! The migration loop: slots move through pending → preparing → prepared → migrating
+//! → finished, every proxy acknowledging each routing change before the next.
+//!
+//! Unlike Codis (one slot per group at a time), a round takes every disjoint pair of
+//! (source, target) groups, and several slots per pair: their state changes are pushed
+//! to proxies together, then each pair's executor empties its slots one after another
+//! with the module's batched commands, while the pairs run in parallel. A dashboard
+//! that restarts picks up actions where they stood.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use codis_client::{Conn, Value};
+use codis_core::models::{FORWARD_SYNC, SlotMapping, action};
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use super::{Cache, Result, ServerMode, Topom, TopomError};
+
+/// Slots of one (source, target) pair prepared together in a round.
+const SLOTS_PER_PAIR: usize = 8;
+
+/// Progress of one slot's migration, for the API and the UI.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlotProgress {
+    pub slot: i64,
+    pub from: i64,
+    pub to: i64,
+    pub state: String,
+    /// Keys moved so far (all databases).
+    pub moved: u64,
+    /// Keys left in the database being emptied, after the last step.
+    pub remaining: i64,
+    /// Unix time the migration of this slot started.
+    pub started: u64,
+    pub elapsed_ms: u64,
+    pub keys_per_sec: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub(super) async fn run(topom: Arc<Topom>) {
+    let mut shutdown = topom.shutdown_signal();
+    loop {
+        if topom.is_closed() {
+            return;
+        }
+        let pause = match topom.action_round().await {
+            Ok(true) => Duration::ZERO,
+            Ok(false) => Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, "slot migration round failed, retrying");
+                *topom.action.status.lock() = format!("[ERROR] {e}");
+                Duration::from_secs(1)
+            }
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait_for(|&c| c) => return,
+            }
+        }
+    }
+}
+
+/// Picks the slots of this round: in-progress actions first, then pending ones (unless
+/// migrations are disabled), in action order; each group serves in at most one pair.
+fn pick(cache: &Cache, disabled: bool, limit: usize) -> BTreeMap<(i64, i64), Vec<i64>> {
+    let mut actions: Vec<&SlotMapping> = cache.slots.iter().filter(|m| !m.action.state.is_empty()).collect();
+    actions.sort_by_key(|m| (m.action.state == action::PENDING, m.action.index));
+    let mut pairs: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+    let mut total = 0;
+    for m in actions {
+        if total >= limit || (disabled && m.action.state == action::PENDING) {
+            continue;
+        }
+        let (from, to) = (m.group_id, m.action.target_id);
+        if cache.is_group_promoting(from) || cache.is_group_promoting(to) {
+            continue;
+        }
+        let busy = |g: i64| pairs.keys().any(|&(a, b)| (a, b) != (from, to) && (a == g || b == g));
+        if (from != 0 && busy(from)) || busy(to) {
+            continue;
+        }
+        let slots = pairs.entry((from, to)).or_default();
+        if slots.len() < SLOTS_PER_PAIR {
+            slots.push(m.id);
+            total += 1;
+        }
+    }
+    pairs
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Topom {
+    /// One round; false when there was nothing to do.
+    async fn action_round(self: &Arc<Self>) -> Result<bool> {
+        let disabled = self.action.disabled.load(Ordering::Relaxed);
+        let pairs = {
+            let cache = self.lock().await?;
+            pick(&cache, disabled, self.config.migration_parallel_slots.max(1) as usize)
+        };
+        if pairs.is_empty() {
+            return Ok(false);
+        }
+        let sids: Vec<i64> = pairs.values().flatten().copied().collect();
+        self.prepare(&sids).await?;
+        if disabled {
+            // Paused: slots stay migrating (requests keep working) until resumed.
+            return Ok(false);
+        }
+        let runs = pairs.into_iter().map(|((from, to), sids)| {
+            let topom = self.clone();
+            async move {
+                for sid in sids {
+                    if !topom.execute_slot(sid, from, to).await? {
+                        break; // paused
+                    }
+                    topom.complete(sid).await?;
+                }
+                Ok::<(), TopomError>(())
+            }
+        });
+        for r in join_all(runs).await {
+            r?;
+        }
+        Ok(true)
+    }
+
+    /// Moves `sids` to `migrating`, one routing push per step for all of them.
+    async fn prepare(&self, sids: &[i64]) -> Result<()> {
+        let mut cache = self.lock().await?;
+        for &sid in sids {
+            if cache.slots[sid as usize].action.state == action::PENDING {
+                let mut m = cache.slots[sid as usize].clone();
+                m.action.state = action::PREPARING.into();
+                self.put_slot(&mut cache, m).await?;
+            }
+        }
+        for (from, to) in [(action::PREPARING, action::PREPARED), (action::PREPARED, action::MIGRATING)] {
+            let step: Vec<i64> =
+                sids.iter().copied().filter(|&s| cache.slots[s as usize].action.state == from).collect();
+            if step.is_empty() {
+                continue;
+            }
+            let mut next = cache.clone();
+            for &s in &step {
+                next.slots[s as usize].action.state = to.into();
+            }
+            tracing::warn!(slots = ?step, "resync slots to {to}");
+            if let Err(e) = self.resync(&next, &step).await {
+                if from == action::PREPARING {
+                    // Proxies that did lock the slots must not stay locked.
+                    let _ = self.resync(&cache, &step).await;
+                }
+                return Err(e);
+            }
+            for &s in &step {
+                self.put_slot(&mut cache, next.slots[s as usize].clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties slot `sid` on its source (all databases) into the target; false if
+    /// migrations were paused meanwhile.
+    async fn execute_slot(&self, sid: i64, from_gid: i64, to_gid: i64) -> Result<bool> {
+        let (state, from, dest) = {
+            let cache = self.lock().await?;
+            let m = cache.slot(sid)?;
+            (m.action.state.clone(), cache.group_master(m.group_id), cache.group_master(m.action.target_id))
+        };
+        if state != action::MIGRATING || from.is_empty() {
+            return Ok(true); // finished already, or the slot was offline: nothing to move
+        }
+        if dest.is_empty() {
+            return Err(TopomError::msg(format!("slot-[{sid}]: target group-[{to_gid}] has no master")));
+        }
+        if self.modes.lock().get(&from) == Some(&ServerMode::Stock) {
+            return Err(TopomError::msg(format!(
+                "slot-[{sid}]: group-[{from_gid}] runs redis-servers without the codis-slots module; load the module \
+                 (redis-server --loadmodule libcodis_slots.so) to migrate its slots"
+            )));
+        }
+        let started = Instant::now();
+        self.action.progress.lock().insert(
+            sid,
+            SlotProgress {
+                slot: sid,
+                from: from_gid,
+                to: to_gid,
+                state: action::MIGRATING.into(),
+                started: now_unix(),
+                ..Default::default()
+            },
+        );
+        self.action.executors.fetch_add(1, Ordering::Relaxed);
+        let result = self.migrate_keys(sid, &from, &dest, started).await;
+        self.action.executors.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            if let Some(p) = self.action.progress.lock().get_mut(&sid) {
+                p.error = Some(e.to_string());
+            }
+            *self.action.status.lock() = format!("[ERROR] Slot[{sid:04}]: {e}");
+        }
+        result
+    }
+
+    async fn migrate_keys(&self, sid: i64, from: &str, dest: &str, started: Instant) -> Result<bool> {
+        let timeout = self.config.migration_timeout.duration();
+        let mut c = Conn::open(from, &self.config.product_auth, timeout).await?;
+        let (host, port) =
+            dest.rsplit_once(':').ok_or_else(|| TopomError::msg(format!("bad target address {dest}")))?;
+        let sync = self.config.forward_method() == FORWARD_SYNC;
+        let step_timeout_ms = timeout.min(Duration::from_secs(5)).as_millis().to_string();
+        let (maxbulks, maxbytes, numkeys) = (
+            self.config.migration_async_maxbulks.to_string(),
+            self.config.migration_async_maxbytes.bytes().to_string(),
+            self.config.migration_async_numkeys.to_string(),
+        );
+        let slot = sid.to_string();
+        let mut db = 0i64;
+        loop {
+            c.ok(&["SELECT", &db.to_string()]).await?;
+            loop {
+                if self.is_closed() || self.action.disabled.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                let reply = if sync {
+                    c.ok(&["SLOTSMGRTTAGSLOT", host, port, &step_timeout_ms, &slot]).await?
+                } else {
+                    c.ok(&[
+                        "SLOTSMGRTTAGSLOT-ASYNC",
+                        host,
+                        port,
+                        &step_timeout_ms,
+                        &maxbulks,
+                        &maxbytes,
+                        &slot,
+                        &numkeys,
+                    ])
+                    .await?
+                };
+                let (moved, remaining) = match &reply {
+                    Value::Array(v) if v.len() == 2 => (v[0].as_int().unwrap_or(0), v[1].as_int().unwrap_or(0)),
+                    other => {
+                        return Err(TopomError::msg(format!(
+                            "slot-[{sid}]: unexpected migration reply {other:?} from {from}"
+                        )));
+                    }
+                };
+                self.record_step(sid, db, moved, remaining, started);
+                if remaining == 0 {
+                    break;
+                }
+                let pause = self.action.interval_us.load(Ordering::Relaxed);
+                if pause > 0 {
+                    tokio::time::sleep(Duration::from_micros(pause as u64)).await;
+                }
+            }
+            // Next database that holds keys, as Codis finds it from INFO keyspace.
+            let next = c
+                .info(Some("keyspace"))
+                .await?
+                .into_iter()
+                .filter_map(|(k, _)| k.strip_prefix("db").and_then(|n| n.parse::<i64>().ok()))
+                .filter(|&n| n > db)
+                .min();
+            match next {
+                Some(n) => db = n,
+                None => return Ok(true),
+            }
+        }
+    }
+
+    fn record_step(&self, sid: i64, db: i64, moved: i64, remaining: i64, started: Instant) {
+        let mut progress = self.action.progress.lock();
+        if let Some(p) = progress.get_mut(&sid) {
+            p.moved += moved.max(0) as u64;
+            p.remaining = remaining;
+            p.elapsed_ms = started.elapsed().as_millis() as u64;
+            p.keys_per_sec = p.moved as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        }
+        *self.action.status.lock() = format!("[OK] Slot[{sid:04}]@DB[{db}]={remaining}");
+    }
+
+    /// `migrating` → `finished` → the slot belongs to the target.
+    async fn complete(&self, sid: i64) -> Result<()> {
+        let mut cache = self.lock().await?;
+        let mut m = cache.slot(sid)?.clone();
+        if m.action.state == action::MIGRATING {
+            m.action.state = action::FINISHED.into();
+            self.put_slot(&mut cache, m.clone()).await?;
+        }
+        if m.action.state != action::FINISHED {
+            return Err(TopomError::msg(format!("slot-[{sid}] action state is invalid: {:?}", m.action.state)));
+        }
+        self.resync(&cache, &[sid]).await?;
+        let done = SlotMapping { id: sid, group_id: m.action.target_id, ..Default::default() };
+        self.put_slot(&mut cache, done).await?;
+        self.resync(&cache, &[sid]).await?;
+        if let Some(p) = self.action.progress.lock().get_mut(&sid) {
+            p.state = action::FINISHED.into();
+            p.error = None;
+        }
+        tracing::info!(slot = sid, group = m.action.target_id, "slot migrated");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codis_core::models::{Group, GroupServer, SlotAction};
+
+    fn cache() -> Cache {
+        let mut c = Cache {
+            slots: (0..1024).map(|id| SlotMapping { id, ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        for g in 1..=4 {
+            let servers = vec![GroupServer { addr: format!("h:{g}"), ..Default::default() }];
+            c.groups.insert(g, Group { id: g, servers, ..Default::default() });
+        }
+        c
+    }
+
+    fn act(c: &mut Cache, sid: usize, from: i64, to: i64, index: i64, state: &str) {
+        c.slots[sid].group_id = from;
+        c.slots[sid].action = SlotAction { index, state: state.into(), target_id: to };
+    }
+
+    #[test]
+    fn pairs_are_disjoint_and_in_progress_first() {
+        let mut c = cache();
+        act(&mut c, 10, 1, 2, 5, action::PENDING);
+        act(&mut c, 11, 1, 2, 6, action::PENDING);
+        act(&mut c, 12, 3, 4, 7, action::PENDING);
+        act(&mut c, 13, 2, 3, 1, action::PENDING); // shares groups with both pairs above
+        act(&mut c, 14, 1, 2, 9, action::MIGRATING);
+        let p = pick(&c, false, 100);
+        // the migrating action comes first, so pair (1,2) wins over the earlier-indexed (2,3)
+        assert_eq!(p.get(&(1, 2)), Some(&vec![14, 10, 11]));
+        assert_eq!(p.get(&(3, 4)), Some(&vec![12]));
+        assert!(!p.contains_key(&(2, 3)));
+        // disabled: only actions already in progress
+        let p = pick(&c, true, 100);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.get(&(1, 2)), Some(&vec![14]));
+        // the limit caps the round
+        assert_eq!(pick(&c, false, 2).values().map(Vec::len).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn promoting_groups_wait() {
+        let mut c = cache();
+        act(&mut c, 1, 1, 2, 1, action::PENDING);
+        c.groups.get_mut(&2).unwrap().promoting.state = action::PREPARING.into();
+        assert!(pick(&c, false, 100).is_empty());
+    }
+}

@@ -1,0 +1,258 @@
+//! The dashboard's core ("topom"): the single writer of a product's cluster state.
+//!
+//! All changes go through [`Topom`] under one lock: the in-memory [`Cache`] is changed
+//! only after the coordinator accepted the write, and proxies are told about routing
+//! changes (every proxy must acknowledge) before an operation returns. Long work (slot
+//! migration, stats polling) runs in background loops that take the lock only for
+//! their state transitions.
+
+mod action;
+pub mod context;
+mod group;
+mod proxy;
+mod slots;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use codis_core::auth::{dashboard_xauth, new_token};
+use codis_core::models::{self, Slot, SlotMapping};
+use codis_store::{Store, StoreError};
+use futures_util::future::join_all;
+use tokio::sync::{Mutex, MutexGuard, watch};
+
+use crate::config::Config;
+use crate::proxy_client::{ProxyCallError, ProxyClient, http_client};
+pub use action::SlotProgress;
+pub use context::{Cache, Hosts};
+pub use stats::{Overview, ServerMode, Stats};
+
+/// An operation the dashboard refused or could not complete; the message is for users.
+#[derive(Debug, thiserror::Error)]
+pub enum TopomError {
+    #[error("{0}")]
+    Msg(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyCallError),
+    #[error(transparent)]
+    Redis(#[from] codis_client::ClientError),
+    #[error("use of closed topom")]
+    Closed,
+}
+
+impl TopomError {
+    pub fn msg(s: impl Into<String>) -> TopomError {
+        TopomError::Msg(s.into())
+    }
+}
+
+pub type Result<T, E = TopomError> = std::result::Result<T, E>;
+
+/// Controls of the migration loop (Codis's `slot_action`).
+#[derive(Default)]
+pub struct ActionControl {
+    /// Pause between migration steps, in microseconds.
+    pub interval_us: AtomicI64,
+    /// No new migrations start, and running ones pause between steps.
+    pub disabled: AtomicBool,
+    /// Migration executors running.
+    pub executors: AtomicI64,
+    /// The last step's outcome, as Codis reports it (`[OK] Slot[0001]@DB[0]=12`).
+    pub status: parking_lot::Mutex<String>,
+    /// Progress of every slot migrating now or recently.
+    pub progress: parking_lot::Mutex<BTreeMap<i64, SlotProgress>>,
+}
+
+pub struct Topom {
+    pub config: Config,
+    store: Store,
+    model: models::Topom,
+    xauth: String,
+    state: Mutex<Cache>,
+    hosts: parking_lot::Mutex<Hosts>,
+    http: reqwest::Client,
+    closed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    pub action: ActionControl,
+    stats: parking_lot::Mutex<stats::StatsCache>,
+    modes: parking_lot::Mutex<HashMap<String, ServerMode>>,
+}
+
+impl Topom {
+    /// Loads the product's state and takes its dashboard lock. `admin_addr` is the
+    /// address the REST API listens on (advertised in the lock node).
+    pub async fn open(config: Config, store: Store, admin_addr: &str, listen_addr: &str) -> Result<Arc<Topom>> {
+        let token = new_token(&[&config.product_name, listen_addr]);
+        let model = models::Topom {
+            token,
+            start_time: codis_core::clock::now_string(),
+            admin_addr: admin_addr.to_string(),
+            product_name: config.product_name.clone(),
+            pid: std::process::id() as i64,
+            pwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+            sys: uname(),
+        };
+        store.acquire(&model).await?;
+        let cache = match load(&store).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = store.release().await;
+                return Err(e);
+            }
+        };
+        let xauth = dashboard_xauth(&config.product_name, &config.product_auth);
+        let topom = Arc::new(Topom {
+            store,
+            model,
+            xauth,
+            state: Mutex::new(cache),
+            hosts: parking_lot::Mutex::new(Hosts::default()),
+            http: http_client(Duration::from_secs(5)),
+            closed: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+            action: ActionControl::default(),
+            stats: parking_lot::Mutex::new(stats::StatsCache::default()),
+            modes: parking_lot::Mutex::new(HashMap::new()),
+            config,
+        });
+        tracing::warn!(product = %topom.config.product_name, admin = %topom.model.admin_addr, "dashboard holds the product lock");
+        Ok(topom)
+    }
+
+    /// Starts the background loops (migrations, stats, proxy re-online).
+    pub fn start_loops(self: &Arc<Self>) {
+        tokio::spawn(action::run(self.clone()));
+        tokio::spawn(stats::run(self.clone()));
+    }
+
+    pub fn model(&self) -> &models::Topom {
+        &self.model
+    }
+
+    pub fn xauth(&self) -> &str {
+        &self.xauth
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Stops the loops and releases the product lock.
+    pub async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.shutdown.send_replace(true);
+        // Take the state lock so no operation is half-way when the lock goes.
+        let _state = self.state.lock().await;
+        self.store.release().await?;
+        tracing::warn!("dashboard closed, product lock released");
+        Ok(())
+    }
+
+    /// The state lock, refused once closed.
+    async fn lock(&self) -> Result<MutexGuard<'_, Cache>> {
+        if self.is_closed() {
+            return Err(TopomError::Closed);
+        }
+        Ok(self.state.lock().await)
+    }
+
+    /// A snapshot of the state (for reads and the API).
+    pub async fn cache(&self) -> Cache {
+        self.state.lock().await.clone()
+    }
+
+    /// Replaces the in-memory state by what the coordinator holds (`reload` route).
+    pub async fn reload(&self) -> Result<()> {
+        let mut state = self.lock().await?;
+        *state = load(&self.store).await?;
+        Ok(())
+    }
+
+    fn proxy_client(&self, p: &models::Proxy) -> ProxyClient {
+        ProxyClient::new(&self.http, p, &self.config.product_name, &self.config.product_auth)
+    }
+
+    /// Routing of `slots` as proxy `p` must see it.
+    fn slots_for(&self, cache: &Cache, slots: &[&SlotMapping], p: Option<&models::Proxy>) -> Vec<Slot> {
+        let mut hosts = self.hosts.lock();
+        let method = self.config.forward_method();
+        slots.iter().map(|m| cache.to_slot(m, p, method, &mut hosts)).collect()
+    }
+
+    /// The routing of all 1024 slots (what `/topom/slots` shows).
+    pub async fn slots(&self) -> Vec<Slot> {
+        let cache = self.state.lock().await;
+        let all: Vec<&SlotMapping> = cache.slots.iter().collect();
+        self.slots_for(&cache, &all, None)
+    }
+
+    /// Pushes the routing of `slots` to every proxy and waits for all of them; fails
+    /// naming the proxies that did not acknowledge.
+    async fn resync(&self, cache: &Cache, slots: &[i64]) -> Result<()> {
+        if slots.is_empty() || cache.proxies.is_empty() {
+            return Ok(());
+        }
+        let ms: Vec<&SlotMapping> = slots.iter().filter_map(|&sid| cache.slots.get(sid as usize)).collect();
+        let calls = cache.proxies.values().map(|p| {
+            let routing = self.slots_for(cache, &ms, Some(p));
+            let client = self.proxy_client(p);
+            async move { (p.token.clone(), client.fill_slots(&routing).await) }
+        });
+        let failed: Vec<String> = join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|(token, r)| r.err().map(|e| format!("proxy-[{token}]: {e}")))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(TopomError::msg(format!("resync slots failed on {} proxies: {}", failed.len(), failed.join("; "))))
+        }
+    }
+
+    /// Stores a slot mapping, then updates the cache.
+    async fn put_slot(&self, cache: &mut Cache, m: SlotMapping) -> Result<()> {
+        self.store.update_slot_mapping(&m).await?;
+        let id = m.id as usize;
+        cache.slots[id] = m;
+        Ok(())
+    }
+
+    async fn put_group(&self, cache: &mut Cache, g: models::Group) -> Result<()> {
+        self.store.update_group(&g).await?;
+        cache.groups.insert(g.id, g);
+        Ok(())
+    }
+}
+
+async fn load(store: &Store) -> Result<Cache> {
+    Ok(Cache {
+        slots: store.slot_mappings().await?,
+        groups: store.groups().await?,
+        proxies: store.proxies().await?,
+        sentinel: store.sentinel().await?,
+    })
+}
+
+fn uname() -> String {
+    std::process::Command::new("uname")
+        .arg("-a")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
