@@ -20,6 +20,7 @@ struct Cluster {
     servers: Vec<RedisServer>,
     http: reqwest::Client,
     config: Config,
+    module: bool,
 }
 
 struct TempDir(std::path::PathBuf);
@@ -44,6 +45,11 @@ fn temp_dir(name: &str) -> TempDir {
 
 impl Cluster {
     async fn start(name: &str, groups: usize) -> Cluster {
+        Self::start_mode(name, groups, true).await
+    }
+
+    /// `module`: redis-servers with the codis-slots module, else stock ones.
+    async fn start_mode(name: &str, groups: usize, module: bool) -> Cluster {
         let root = temp_dir(name);
         let config = Config {
             coordinator_addr: root.0.display().to_string(),
@@ -59,8 +65,10 @@ impl Cluster {
             ..Default::default()
         };
         let proxy = Proxy::bind(proxy_config, Options { workers: 2, log_control: None }).await.unwrap();
-        let servers: Vec<RedisServer> = (0..groups).map(|_| RedisServer::start_with_module(&[])).collect();
-        let c = Cluster { _root: root, dashboard, proxy, servers, http: reqwest::Client::new(), config };
+        let servers: Vec<RedisServer> = (0..groups)
+            .map(|_| if module { RedisServer::start_with_module(&[]) } else { RedisServer::start(&[]) })
+            .collect();
+        let c = Cluster { _root: root, dashboard, proxy, servers, http: reqwest::Client::new(), config, module };
         for (i, s) in c.servers.iter().enumerate() {
             c.put(&format!("group/create/{}/{}", c.xauth(), i + 1)).await.unwrap();
             c.put(&format!("group/add/{}/{}/{}", c.xauth(), i + 1, s.addr())).await.unwrap();
@@ -123,6 +131,10 @@ impl Cluster {
                 assert_eq!(cache.slots[slot as usize].group_id, gid, "key {k} of slot {slot} sits in group {gid}");
                 *per_slot.entry(slot).or_default() += 1;
             }
+            total += keys.len();
+            if !self.module {
+                continue;
+            }
             let Value::Array(info) = c.cmd(&["SLOTSINFO", "0", "1024"]).await.unwrap() else { panic!() };
             let reported: BTreeMap<i64, i64> = info
                 .iter()
@@ -132,7 +144,6 @@ impl Cluster {
                 })
                 .collect();
             assert_eq!(reported, per_slot, "SLOTSINFO of group {gid} matches its keys");
-            total += keys.len();
         }
         total
     }
@@ -227,7 +238,16 @@ async fn verify_data(cl: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_and_rebalance_under_load() {
-    let c = Cluster::start("migrate", 3).await;
+    migrate_and_rebalance("migrate", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_rebalance_stock_servers_under_load() {
+    migrate_and_rebalance("stock", false).await;
+}
+
+async fn migrate_and_rebalance(name: &str, module: bool) {
+    let c = Cluster::start_mode(name, 3, module).await;
     // start with everything on group 1 (group 3 joins later)
     c.assign_all(1).await;
     let mut cl = c.client().await;
@@ -272,7 +292,7 @@ async fn migrate_and_rebalance_under_load() {
         .unwrap();
     let progress = stats["slot_action"]["progress"]["slots"].as_array().unwrap();
     assert!(progress.iter().any(|p| p["moved"].as_u64().unwrap() > 0 && p["state"] == "finished"));
-    assert_eq!(stats["group"]["modes"][c.servers[0].addr()], "codis-slots");
+    assert_eq!(stats["group"]["modes"][c.servers[0].addr()], if module { "codis-slots" } else { "stock" });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use codis_core::models::{FORWARD_SEMI_ASYNC, FORWARD_SYNC, Slot};
+use codis_core::models::{FORWARD_MIGRATE, FORWARD_SEMI_ASYNC, FORWARD_SYNC, Slot};
 use codis_core::slot_of;
 use codis_proxy::{Options, Proxy};
 use codis_testkit::{Client, RedisServer, Value};
@@ -24,11 +24,48 @@ fn route(slot: u16, backend: &str, from: &str, method: i64) -> Slot {
     }
 }
 
-/// Moves every key of `slot` from `src` to `dst` with the module's own commands, the
-/// way the dashboard does for the given method.
+/// Moves every key of `slot` from `src` to `dst` the way the dashboard does for the
+/// given method: the module's own commands, or SCAN passes and MIGRATE for stock servers.
 async fn migrate_slot(src: &RedisServer, dst: &RedisServer, slot: u16, method: i64) {
     let mut c = Client::connect(&src.addr()).await.unwrap();
     let port = dst.port.to_string();
+    if method == FORWARD_MIGRATE {
+        loop {
+            let mut found = 0;
+            let mut cursor = "0".to_string();
+            loop {
+                let Value::Array(v) = c.cmd(&["SCAN", &cursor, "COUNT", "100"]).await.unwrap() else { panic!() };
+                cursor = v[0].as_str().unwrap().to_string();
+                let Value::Array(keys) = &v[1] else { panic!() };
+                let mine: Vec<String> = keys
+                    .iter()
+                    .map(|k| k.as_str().unwrap().to_string())
+                    .filter(|k| slot_of(k.as_bytes()) == slot)
+                    .collect();
+                if !mine.is_empty() {
+                    found += mine.len();
+                    let mut args = vec![
+                        "MIGRATE".to_string(),
+                        "127.0.0.1".into(),
+                        port.clone(),
+                        String::new(),
+                        "0".into(),
+                        "5000".into(),
+                        "KEYS".into(),
+                    ];
+                    args.extend(mine);
+                    let r = c.cmd(&args).await.unwrap();
+                    assert!(matches!(&r, Value::Simple(s) if s == "OK" || s == "NOKEY"), "{r:?}");
+                }
+                if cursor == "0" {
+                    break;
+                }
+            }
+            if found == 0 {
+                return;
+            }
+        }
+    }
     loop {
         let reply = if method == FORWARD_SYNC {
             c.cmd(&["SLOTSMGRTTAGSLOT", "127.0.0.1", &port, "3000", &slot.to_string()]).await.unwrap()
@@ -45,8 +82,10 @@ async fn migrate_slot(src: &RedisServer, dst: &RedisServer, slot: u16, method: i
 }
 
 async fn slot_moves_under_load(method: i64) {
-    let a = RedisServer::start_with_module(&[]);
-    let b = RedisServer::start_with_module(&[]);
+    let start =
+        |_: ()| if method == FORWARD_MIGRATE { RedisServer::start(&[]) } else { RedisServer::start_with_module(&[]) };
+    let a = start(());
+    let b = start(());
     let proxy = Proxy::bind(test_config(), Options { workers: 2, log_control: None }).await.unwrap();
     let all_a: Vec<Slot> = (0..1024).map(|i| route(i, &a.addr(), "", 0)).collect();
     proxy.fill_slots(&all_a).await.unwrap();
@@ -130,6 +169,11 @@ async fn slot_moves_under_load(method: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semi_async_migration_loses_no_write() {
     slot_moves_under_load(FORWARD_SEMI_ASYNC).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_server_migration_loses_no_write() {
+    slot_moves_under_load(FORWARD_MIGRATE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,9 @@ mod topom;
 
 pub use group::{Group, GroupServer, GroupServerAction, Promoting};
 pub use proxy::Proxy;
-pub use slot::{FORWARD_SEMI_ASYNC, FORWARD_SYNC, Slot, SlotAction, SlotMapping, parse_forward_method};
+pub use slot::{
+    FORWARD_MIGRATE, FORWARD_SEMI_ASYNC, FORWARD_SYNC, Slot, SlotAction, SlotMapping, parse_forward_method,
+};
 pub use topom::{Sentinel, Topom};
 
 /// The error body of Codis's admin APIs (sent with HTTP status 800).

@@ -8,6 +8,9 @@ use super::{is_false, is_zero_i64};
 pub const FORWARD_SYNC: i64 = 0;
 /// Migration forwarding: the proxy runs the command through `SLOTSMGRT-EXEC-WRAPPER`.
 pub const FORWARD_SEMI_ASYNC: i64 = 1;
+/// Migration forwarding for stock servers (a codis-rs addition): the proxy moves the
+/// keys a command names with `MIGRATE ... KEYS` before forwarding it to the target.
+pub const FORWARD_MIGRATE: i64 = 2;
 
 /// Parses Codis's `migration_method` names (case-insensitive).
 pub fn parse_forward_method(s: &str) -> Option<i64> {

@@ -109,6 +109,7 @@ impl Topom {
             return Ok(false);
         }
         let sids: Vec<i64> = pairs.values().flatten().copied().collect();
+        self.probe_masters(&pairs).await;
         self.prepare(&sids).await?;
         if disabled {
             // Paused: slots stay migrating (requests keep working) until resumed.
@@ -117,6 +118,19 @@ impl Topom {
         let runs = pairs.into_iter().map(|((from, to), sids)| {
             let topom = self.clone();
             async move {
+                let mode = {
+                    let cache = topom.lock().await?;
+                    topom.pair_mode(&cache, from, to)
+                };
+                if mode == ServerMode::Stock {
+                    // One SCAN pass serves every slot of the pair.
+                    if topom.execute_stock(&sids, from, to).await? {
+                        for sid in sids {
+                            topom.complete(sid).await?;
+                        }
+                    }
+                    return Ok(());
+                }
                 for sid in sids {
                     if !topom.execute_slot(sid, from, to).await? {
                         break; // paused
@@ -180,12 +194,6 @@ impl Topom {
         }
         if dest.is_empty() {
             return Err(TopomError::msg(format!("slot-[{sid}]: target group-[{to_gid}] has no master")));
-        }
-        if self.modes.lock().get(&from) == Some(&ServerMode::Stock) {
-            return Err(TopomError::msg(format!(
-                "slot-[{sid}]: group-[{from_gid}] runs redis-servers without the codis-slots module; load the module \
-                 (redis-server --loadmodule libcodis_slots.so) to migrate its slots"
-            )));
         }
         let started = Instant::now();
         self.action.progress.lock().insert(
@@ -274,6 +282,149 @@ impl Topom {
             match next {
                 Some(n) => db = n,
                 None => return Ok(true),
+            }
+        }
+    }
+
+    /// Learns whether the masters of the round's pairs have the SLOTS* commands, before
+    /// proxies are told how to forward.
+    async fn probe_masters(&self, pairs: &BTreeMap<(i64, i64), Vec<i64>>) {
+        let masters: Vec<String> = match self.lock().await {
+            Ok(cache) => pairs.keys().flat_map(|&(a, b)| [cache.group_master(a), cache.group_master(b)]).collect(),
+            Err(_) => return,
+        };
+        for addr in masters.into_iter().filter(|a| !a.is_empty()) {
+            if !self.modes.lock().contains_key(&addr)
+                && let Ok(mode) = self.probe_server(&addr).await
+            {
+                self.modes.lock().insert(addr, mode);
+            }
+        }
+    }
+
+    /// Empties `sids` on a stock source: SCAN passes over every database, moving the
+    /// keys of those slots with `MIGRATE ... KEYS` (no REPLACE: a key already on the
+    /// target would mean a lost write, so it is an error). A slot is declared empty
+    /// only after a complete pass finds none of its keys. False if paused meanwhile.
+    async fn execute_stock(&self, sids: &[i64], from_gid: i64, to_gid: i64) -> Result<bool> {
+        let (from, dest, active) = {
+            let cache = self.lock().await?;
+            let active: Vec<i64> =
+                sids.iter().copied().filter(|&s| cache.slots[s as usize].action.state == action::MIGRATING).collect();
+            (cache.group_master(from_gid), cache.group_master(to_gid), active)
+        };
+        if active.is_empty() || from.is_empty() {
+            return Ok(true);
+        }
+        if dest.is_empty() {
+            return Err(TopomError::msg(format!("target group-[{to_gid}] has no master")));
+        }
+        let started = Instant::now();
+        for &sid in &active {
+            self.action.progress.lock().insert(
+                sid,
+                SlotProgress {
+                    slot: sid,
+                    from: from_gid,
+                    to: to_gid,
+                    state: action::MIGRATING.into(),
+                    started: now_unix(),
+                    ..Default::default()
+                },
+            );
+        }
+        self.action.executors.fetch_add(1, Ordering::Relaxed);
+        let r = self.migrate_stock(&active, &from, &dest, started).await;
+        self.action.executors.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = &r {
+            *self.action.status.lock() = format!("[ERROR] {e}");
+        }
+        r
+    }
+
+    async fn migrate_stock(&self, sids: &[i64], from: &str, dest: &str, started: Instant) -> Result<bool> {
+        let timeout = self.config.migration_timeout.duration();
+        let mut c = Conn::open(from, &self.config.product_auth, timeout).await?;
+        let (host, port) =
+            dest.rsplit_once(':').ok_or_else(|| TopomError::msg(format!("bad target address {dest}")))?;
+        let wanted: std::collections::BTreeSet<u16> = sids.iter().map(|&s| s as u16).collect();
+        let timeout_ms = timeout.as_millis().to_string();
+        loop {
+            let mut found: BTreeMap<i64, i64> = BTreeMap::new();
+            let dbs: Vec<String> = c
+                .info(Some("keyspace"))
+                .await?
+                .into_iter()
+                .filter_map(|(k, _)| k.strip_prefix("db").map(str::to_string))
+                .collect();
+            for db in dbs {
+                c.ok(&["SELECT", &db]).await?;
+                let mut cursor = "0".to_string();
+                loop {
+                    if self.is_closed() || self.action.disabled.load(Ordering::Relaxed) {
+                        return Ok(false);
+                    }
+                    let reply = c.ok(&["SCAN", &cursor, "COUNT", "1000"]).await?;
+                    let Value::Array(v) = reply else {
+                        return Err(TopomError::msg(format!("unexpected SCAN reply from {from}")));
+                    };
+                    cursor = v.first().and_then(|c| c.as_str()).unwrap_or("0").to_string();
+                    let keys: Vec<Vec<u8>> = match v.get(1) {
+                        Some(Value::Array(keys)) => keys
+                            .iter()
+                            .filter_map(|k| match k {
+                                Value::Bulk(b) => Some(b.clone()),
+                                _ => None,
+                            })
+                            .filter(|k| wanted.contains(&codis_core::slot_of(k)))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    for batch in keys.chunks(100) {
+                        let mut args: Vec<&[u8]> = vec![
+                            b"MIGRATE",
+                            host.as_bytes(),
+                            port.as_bytes(),
+                            b"",
+                            db.as_bytes(),
+                            timeout_ms.as_bytes(),
+                        ];
+                        if !self.config.product_auth.is_empty() {
+                            args.extend([b"AUTH".as_slice(), self.config.product_auth.as_bytes()]);
+                        }
+                        args.push(b"KEYS");
+                        args.extend(batch.iter().map(|k| k.as_slice()));
+                        match c.cmd(&args).await? {
+                            Value::Error(e) => {
+                                return Err(TopomError::msg(format!("MIGRATE from {from} to {dest} failed: {e}")));
+                            }
+                            _ => {
+                                for k in batch {
+                                    *found.entry(codis_core::slot_of(k) as i64).or_default() += 1;
+                                }
+                            }
+                        }
+                    }
+                    let pause = self.action.interval_us.load(Ordering::Relaxed);
+                    if pause > 0 {
+                        tokio::time::sleep(Duration::from_micros(pause as u64)).await;
+                    }
+                    if cursor == "0" {
+                        break;
+                    }
+                }
+            }
+            for &sid in sids {
+                self.record_step(
+                    sid,
+                    0,
+                    found.get(&sid).copied().unwrap_or(0),
+                    found.get(&sid).copied().unwrap_or(0),
+                    started,
+                );
+            }
+            if found.is_empty() {
+                return Ok(true);
             }
         }
     }

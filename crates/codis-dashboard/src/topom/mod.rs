@@ -190,8 +190,30 @@ impl Topom {
     /// Routing of `slots` as proxy `p` must see it.
     fn slots_for(&self, cache: &Cache, slots: &[&SlotMapping], p: Option<&models::Proxy>) -> Vec<Slot> {
         let mut hosts = self.hosts.lock();
-        let method = self.config.forward_method();
-        slots.iter().map(|m| cache.to_slot(m, p, method, &mut hosts)).collect()
+        slots.iter().map(|m| cache.to_slot(m, p, self.forward_method(cache, m), &mut hosts)).collect()
+    }
+
+    /// How proxies forward requests of a migrating slot: the configured method when
+    /// both ends have the SLOTS* commands, else key-by-key MIGRATE (stock servers).
+    fn forward_method(&self, cache: &Cache, m: &SlotMapping) -> i64 {
+        if m.action.state.is_empty() {
+            return self.config.forward_method();
+        }
+        match self.pair_mode(cache, m.group_id, m.action.target_id) {
+            ServerMode::Slots => self.config.forward_method(),
+            ServerMode::Stock => models::FORWARD_MIGRATE,
+        }
+    }
+
+    /// The migration mode of a (source, target) pair: with SLOTS* commands only if both
+    /// masters have them (a server not probed yet counts as having them).
+    fn pair_mode(&self, cache: &Cache, from: i64, to: i64) -> ServerMode {
+        let modes = self.modes.lock();
+        let stock = |gid: i64| {
+            let master = cache.group_master(gid);
+            !master.is_empty() && modes.get(&master) == Some(&ServerMode::Stock)
+        };
+        if stock(from) || stock(to) { ServerMode::Stock } else { ServerMode::Slots }
     }
 
     /// The routing of all 1024 slots (what `/topom/slots` shows).

@@ -300,8 +300,22 @@ impl Session {
             return self.fail(cmd, start, &not_ready(slot));
         }
         if let (Some(_), Some(arg)) = (&route.migrate_from, key) {
+            // The first key decides; every key of the command in this slot moves with it.
+            let mut keys = vec![Bytes::copy_from_slice(req.arg(arg))];
+            if let Some(spec) = resolve_spec(cmd, &req) {
+                spec.for_each_key(
+                    req.argc(),
+                    |i| req.get(i),
+                    |i| {
+                        let k = req.arg(i);
+                        if slot_of(k) == slot && !keys.iter().any(|x| &x[..] == k) {
+                            keys.push(Bytes::copy_from_slice(k));
+                        }
+                    },
+                );
+            }
             let seq = self.pending.push(cmd.id, start, state);
-            let m = Migration::new(req.to_owned(), Bytes::copy_from_slice(req.arg(arg)), slot);
+            let m = Migration::new(req.to_owned(), keys, slot);
             return self.start_migration(table, seq, 0, m);
         }
         let ticket = self.shared.router.enter(table, slot);
@@ -387,7 +401,7 @@ impl Session {
                         std::iter::once(req.arg(0)).chain((arg..arg + stride).map(|j| req.arg(j))).collect();
                     Request::from_args(args)
                 };
-                let m = Migration::new(sub, Bytes::copy_from_slice(req.arg(part.args[0])), part.first_slot);
+                let m = Migration::new(sub, vec![Bytes::copy_from_slice(req.arg(part.args[0]))], part.first_slot);
                 self.start_migration(table, seq, i as u32, m);
                 continue;
             }

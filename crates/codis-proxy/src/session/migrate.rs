@@ -7,7 +7,10 @@
 //! - **semi-async** (1): `SLOTSMGRT-EXEC-WRAPPER <key> <command...>` runs the command on
 //!   the source if the key is still there (code 2), says it is absent so the request
 //!   goes to the target (0), or that it is being moved right now, in which case the
-//!   proxy asks again shortly (1).
+//!   proxy asks again shortly (1);
+//! - **migrate** (2, for stock servers without the module): `MIGRATE <target> "" <db>
+//!   <timeout> KEYS <keys...>` moves the keys the command names (or finds none), then
+//!   the request runs on the target.
 //!
 //! Each step is an ordinary pipelined request; the session resumes the request when
 //! the step's reply arrives ([`super::pending::Followup`]), so nothing blocks.
@@ -15,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use codis_core::models::FORWARD_SYNC;
+use codis_core::models::{FORWARD_MIGRATE, FORWARD_SYNC};
 use codis_resp::{Encoder, ReplyView, Request, parse_integer};
 
 use super::Session;
@@ -30,8 +33,8 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 pub(crate) struct Migration {
     /// The command to run (for a split command, its sub-command for this key).
     pub req: Request,
-    /// The key that decides where the request runs.
-    pub key: Bytes,
+    /// The keys of the request in the migrating slot; the first decides where it runs.
+    pub keys: Vec<Bytes>,
     pub slot: u16,
     /// The source said the key is not there (any more): run on the target.
     to_target: bool,
@@ -44,10 +47,11 @@ pub(crate) struct Migration {
 }
 
 impl Migration {
-    pub fn new(req: Request, key: Bytes, slot: u16) -> Box<Migration> {
+    pub fn new(req: Request, keys: Vec<Bytes>, slot: u16) -> Box<Migration> {
+        debug_assert!(!keys.is_empty());
         Box::new(Migration {
             req,
-            key,
+            keys,
             slot,
             to_target: false,
             method: FORWARD_SYNC,
@@ -85,7 +89,11 @@ fn decide(m: &mut Migration, reply: &Bytes, proxy_error: bool) -> Step {
     let slot = m.slot;
     if let Some(err) = ReplyView::error_text(reply) {
         let err = String::from_utf8_lossy(err);
-        let cmd = if method == FORWARD_SYNC { "SLOTSMGRTTAGONE" } else { "SLOTSMGRT-EXEC-WRAPPER" };
+        let cmd = match method {
+            FORWARD_SYNC => "SLOTSMGRTTAGONE",
+            FORWARD_MIGRATE => "MIGRATE",
+            _ => "SLOTSMGRT-EXEC-WRAPPER",
+        };
         let hint = if err.contains("unknown command") {
             " (load the codis-slots module on it, or migrate with another method)"
         } else {
@@ -93,6 +101,13 @@ fn decide(m: &mut Migration, reply: &Bytes, proxy_error: bool) -> Step {
         };
         let msg = format!("ERR slot {slot} is migrating and its source {source} failed {cmd}: {err}{hint}");
         return Step::Done(error_reply(&msg), true);
+    }
+    if method == FORWARD_MIGRATE {
+        // +OK: moved; +NOKEY: none of the keys is on the source (any more).
+        return match &reply[..] {
+            b"+OK\r\n" | b"+NOKEY\r\n" => Step::Target,
+            _ => Step::Done(error_reply(&format!("ERR slot {slot}: unexpected reply to MIGRATE from {source}")), true),
+        };
     }
     if method == FORWARD_SYNC {
         return match parse_integer(reply) {
@@ -152,12 +167,27 @@ impl Session {
                 let mut m = m;
                 m.method = route.model.forward_method;
                 m.source = source.addr().to_string();
-                let payload = if m.method == FORWARD_SYNC {
-                    let (host, port) = target.addr().rsplit_once(':').unwrap_or((target.addr(), ""));
-                    encode([b"SLOTSMGRTTAGONE".as_slice(), host.as_bytes(), port.as_bytes(), b"3000", &m.key])
-                } else {
-                    let head = [b"SLOTSMGRT-EXEC-WRAPPER".as_slice(), &m.key];
-                    encode(head.into_iter().chain(m.req.args()))
+                let (host, port) = target.addr().rsplit_once(':').unwrap_or((target.addr(), ""));
+                let payload = match m.method {
+                    FORWARD_SYNC => {
+                        encode([b"SLOTSMGRTTAGONE".as_slice(), host.as_bytes(), port.as_bytes(), b"3000", &m.keys[0]])
+                    }
+                    FORWARD_MIGRATE => {
+                        let db = self.db.to_string();
+                        let auth = &self.shared.config.product_auth;
+                        let mut args: Vec<&[u8]> =
+                            vec![b"MIGRATE", host.as_bytes(), port.as_bytes(), b"", db.as_bytes(), b"5000"];
+                        if !auth.is_empty() {
+                            args.extend([b"AUTH".as_slice(), auth.as_bytes()]);
+                        }
+                        args.push(b"KEYS");
+                        args.extend(m.keys.iter().map(|k| &k[..]));
+                        encode(args)
+                    }
+                    _ => {
+                        let head = [b"SLOTSMGRT-EXEC-WRAPPER".as_slice(), &m.keys[0]];
+                        encode(head.into_iter().chain(m.req.args()))
+                    }
                 };
                 let conn = source.conn(self.db, self.seed);
                 self.pending.set_migrating(seq, part, m);
@@ -242,7 +272,7 @@ mod tests {
     use super::*;
 
     fn m(method: i64) -> Migration {
-        let mut m = *Migration::new(Request::from_args(["GET", "k"]), Bytes::from_static(b"k"), 7);
+        let mut m = *Migration::new(Request::from_args(["GET", "k"]), vec![Bytes::from_static(b"k")], 7);
         m.method = method;
         m.source = "1.2.3.4:5".into();
         m
@@ -272,6 +302,17 @@ mod tests {
             _ => panic!("errors are reported"),
         }
         assert!(matches!(decide(&mut mig, &Bytes::from_static(b"*2\r\n:-1\r\n$-1\r\n"), false), Step::Done(_, true)));
+    }
+
+    #[test]
+    fn migrate_replies() {
+        let mut mig = m(FORWARD_MIGRATE);
+        assert!(matches!(decide(&mut mig, &Bytes::from_static(b"+OK\r\n"), false), Step::Target));
+        assert!(matches!(decide(&mut mig, &Bytes::from_static(b"+NOKEY\r\n"), false), Step::Target));
+        match decide(&mut mig, &Bytes::from_static(b"-ERR Target instance replied with error: BUSYKEY\r\n"), false) {
+            Step::Done(r, true) => assert!(String::from_utf8_lossy(&r).contains("MIGRATE")),
+            _ => panic!("errors are reported"),
+        }
     }
 
     #[test]
