@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
-# Starts (or stops) a local codis-rs cluster: redis-servers with the codis-slots module,
-# plus codis-proxy on port 19000.
+# Runs a local codis-rs cluster:
+#   - two groups, each a master and a replica redis-server with the codis-slots module,
+#   - codis-dashboard (filesystem coordinator) on 18080,
+#   - codis-proxy on 19000 (admin API on 11080), registered with the dashboard,
+#   - slots split between the two groups.
 #
-#   scripts/local-cluster.sh          start (builds release binaries first)
-#   scripts/local-cluster.sh stop     stop everything it started
-#   scripts/local-cluster.sh status   show what runs
+#   scripts/local-cluster.sh               start in the foreground; Ctrl-C stops everything
+#   scripts/local-cluster.sh --background  start and return (stop with: scripts/local-cluster.sh stop)
+#   scripts/local-cluster.sh stop          stop what a background start left running
+#   scripts/local-cluster.sh status        show what runs
 #
-# Until codis-dashboard exists the proxy runs in static mode (--fillslots): slots are
-# split evenly over the redis servers. Everything lives under tmp/local-cluster/.
+# Everything lives under tmp/local-cluster/ (logs, data, coordinator); the cluster state
+# starts fresh each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 RUN="$ROOT/tmp/local-cluster"
-SERVERS=${CODIS_LOCAL_SERVERS:-2}
+PRODUCT=codis-demo
 BASE_PORT=${CODIS_LOCAL_BASE_PORT:-16379}
 PROXY_PORT=${CODIS_LOCAL_PROXY_PORT:-19000}
-ADMIN_PORT=${CODIS_LOCAL_ADMIN_PORT:-11080}
+PROXY_ADMIN_PORT=${CODIS_LOCAL_ADMIN_PORT:-11080}
+DASHBOARD_PORT=${CODIS_LOCAL_DASHBOARD_PORT:-18080}
+BIN="$ROOT/target/release"
 
 stop() {
+    local stopped=0
     for pidfile in "$RUN"/*.pid; do
         [ -e "$pidfile" ] || continue
         pid=$(cat "$pidfile")
-        kill "$pid" 2>/dev/null && echo "stopped $(basename "$pidfile" .pid) (pid $pid)"
+        if kill "$pid" 2>/dev/null; then
+            echo "stopped $(basename "$pidfile" .pid) (pid $pid)"
+            stopped=1
+        fi
         rm -f "$pidfile"
     done
+    # give them a moment to exit cleanly, then make sure nothing is left behind
+    if [ "$stopped" = 1 ]; then sleep 0.5; fi
+    pkill -f "$RUN/" 2>/dev/null || true
 }
 
 status() {
@@ -35,58 +48,105 @@ status() {
 }
 
 wait_port() {
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 200); do
         if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
+        sleep 0.05
     done
     echo "nothing listens on port $1; see the logs in $RUN" >&2
     exit 1
 }
 
+# PUT to the dashboard's API; fails with its error message.
+api() {
+    local out
+    out=$(curl -s -w '\n%{http_code}' -X PUT "http://127.0.0.1:$DASHBOARD_PORT/api/topom/$1" ${2:+-d "$2"})
+    if [ "$(tail -n1 <<<"$out")" != 200 ]; then
+        echo "dashboard call $1 failed: $(head -n -1 <<<"$out")" >&2
+        exit 1
+    fi
+}
+
 start() {
-    command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install redis-server redis-tools" >&2; exit 1; }
-    mkdir -p "$RUN"
+    local background=$1
+    for bin in redis-server curl python3; do
+        command -v "$bin" >/dev/null || { echo "$bin not found: apt-get install redis-server redis-tools curl python3" >&2; exit 1; }
+    done
     stop >/dev/null
-    echo "building codis-proxy and the codis-slots module (release)..."
-    cargo build --release -q -p codis-proxy -p codis-slots
+    rm -rf "$RUN"
+    mkdir -p "$RUN"
+    echo "building codis-proxy, codis-dashboard and the codis-slots module (release)..."
+    cargo build --release -q -p codis-proxy -p codis-dashboard -p codis-slots
+
+    # two groups: master and replica each
     local addrs=()
-    for i in $(seq 0 $((SERVERS - 1))); do
-        port=$((BASE_PORT + i))
-        dir="$RUN/redis-$port"
+    for i in 0 1 2 3; do
+        local port=$((BASE_PORT + i)) dir="$RUN/redis-$((BASE_PORT + i))"
+        local replica=()
+        if [ $((i % 2)) = 1 ]; then replica=(--replicaof 127.0.0.1 $((port - 1))); fi
         mkdir -p "$dir"
         redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
-            --loadmodule "$ROOT/target/release/libcodis_slots.so" \
+            --loadmodule "$BIN/libcodis_slots.so" "${replica[@]}" \
             --daemonize yes --pidfile "$RUN/redis-$port.pid" --logfile "$dir/redis.log"
         wait_port "$port"
         addrs+=("127.0.0.1:$port")
     done
-    python3 - "$RUN/slots.json" "${addrs[@]}" <<'PY'
-import json, sys
-out, addrs = sys.argv[1], sys.argv[2:]
-json.dump([{"id": i, "backend_addr": addrs[i * len(addrs) // 1024]} for i in range(1024)], open(out, "w"))
-PY
-    cat > "$RUN/proxy.toml" <<TOML
-product_name = "codis-demo"
-proxy_addr = "127.0.0.1:$PROXY_PORT"
-admin_addr = "127.0.0.1:$ADMIN_PORT"
+
+    cat > "$RUN/dashboard.toml" <<TOML
+coordinator_name = "filesystem"
+coordinator_addr = "$RUN/coordinator"
+product_name = "$PRODUCT"
+admin_addr = "127.0.0.1:$DASHBOARD_PORT"
 TOML
-    nohup "$ROOT/target/release/codis-proxy" --config "$RUN/proxy.toml" --fillslots "$RUN/slots.json" \
+    "$BIN/codis-dashboard" --config "$RUN/dashboard.toml" --log "$RUN/dashboard.log" \
+        --pidfile "$RUN/codis-dashboard.pid" >/dev/null 2>&1 &
+    wait_port "$DASHBOARD_PORT"
+
+    local xauth
+    xauth=$(printf '%s' "Codis-XAuth-[$PRODUCT]" | sha256sum | cut -c1-32)
+    api "group/create/$xauth/1"
+    api "group/create/$xauth/2"
+    api "group/add/$xauth/1/${addrs[0]}"
+    api "group/add/$xauth/1/${addrs[1]}"
+    api "group/add/$xauth/2/${addrs[2]}"
+    api "group/add/$xauth/2/${addrs[3]}"
+    api "slots/assign/$xauth" "$(python3 -c 'import json; print(json.dumps([{"id": i, "group_id": 1 if i < 512 else 2} for i in range(1024)]))')"
+
+    cat > "$RUN/proxy.toml" <<TOML
+product_name = "$PRODUCT"
+proxy_addr = "127.0.0.1:$PROXY_PORT"
+admin_addr = "127.0.0.1:$PROXY_ADMIN_PORT"
+TOML
+    "$BIN/codis-proxy" --config "$RUN/proxy.toml" --dashboard "127.0.0.1:$DASHBOARD_PORT" \
         --log "$RUN/proxy.log" --pidfile "$RUN/codis-proxy.pid" >/dev/null 2>&1 &
     wait_port "$PROXY_PORT"
+    for _ in $(seq 1 100); do
+        if [ "$(redis-cli -p "$PROXY_PORT" ping 2>/dev/null)" = PONG ]; then break; fi
+        sleep 0.1
+    done
+
     cat <<MSG
 
 codis-rs local cluster is up:
-  redis servers : ${addrs[*]} (codis-slots module loaded; slots split evenly)
-  codis-proxy   : 127.0.0.1:$PROXY_PORT      connect: redis-cli -p $PROXY_PORT
-  admin API     : http://127.0.0.1:$ADMIN_PORT/proxy
-  logs          : $RUN
-  stop with     : scripts/local-cluster.sh stop
+  codis-proxy     : 127.0.0.1:$PROXY_PORT        connect: redis-cli -p $PROXY_PORT
+  codis-dashboard : http://127.0.0.1:$DASHBOARD_PORT/topom
+  proxy admin     : http://127.0.0.1:$PROXY_ADMIN_PORT/proxy
+  group 1         : ${addrs[0]} (master), ${addrs[1]} (replica), slots 0-511
+  group 2         : ${addrs[2]} (master), ${addrs[3]} (replica), slots 512-1023
+  logs and data   : $RUN
 MSG
+    if [ "$background" = 1 ]; then
+        echo "  stop with       : scripts/local-cluster.sh stop"
+        return
+    fi
+    echo "  press Ctrl-C to stop everything"
+    trap 'echo; stop; exit 0' INT TERM
+    while true; do sleep 1; done
 }
 
 case "${1:-start}" in
-    start) start ;;
+    start) start 0 ;;
+    --background) start 1 ;;
     stop) stop ;;
     status) status ;;
-    *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+    *) echo "usage: $0 [start|--background|stop|status]" >&2; exit 2 ;;
 esac
