@@ -54,11 +54,11 @@ pub fn routes(topom: Arc<Topom>) -> Router {
         .route("/api/topom/group/add/{xauth}/{gid}/{addr}", put(group_add))
         .route("/api/topom/group/add/{xauth}/{gid}/{addr}/{datacenter}", put(group_add_dc))
         .route("/api/topom/group/del/{xauth}/{gid}/{addr}", put(group_del))
-        .route("/api/topom/group/promote/{xauth}/{gid}/{addr}", put(not_yet))
+        .route("/api/topom/group/promote/{xauth}/{gid}/{addr}", put(group_promote))
         .route("/api/topom/group/replica-groups/{xauth}/{gid}/{addr}/{value}", put(replica_groups))
         .route("/api/topom/group/replica-groups-all/{xauth}/{value}", put(replica_groups_all))
-        .route("/api/topom/group/action/create/{xauth}/{addr}", put(not_yet))
-        .route("/api/topom/group/action/remove/{xauth}/{addr}", put(not_yet))
+        .route("/api/topom/group/action/create/{xauth}/{addr}", put(sync_create))
+        .route("/api/topom/group/action/remove/{xauth}/{addr}", put(sync_remove))
         .route("/api/topom/group/info/{addr}", get(server_info))
         .route("/api/topom/slots/action/create/{xauth}/{sid}/{gid}", put(action_create))
         .route("/api/topom/slots/action/create-some/{xauth}/{src}/{dst}/{num}", put(action_create_some))
@@ -227,6 +227,18 @@ async fn group_add_dc(State(t): S, Path((xauth, gid, addr, dc)): Path<(String, S
 
 async fn group_del(State(t): S, Path((xauth, gid, addr)): Path<(String, String, String)>) -> Response {
     authed(&t, &xauth, || async { t.group_del_server(int(&gid, "group id")?, &addr).await }).await
+}
+
+async fn group_promote(State(t): S, Path((xauth, gid, addr)): Path<(String, String, String)>) -> Response {
+    authed(&t, &xauth, || async { t.promote_server(int(&gid, "group id")?, &addr).await }).await
+}
+
+async fn sync_create(State(t): S, Path((xauth, addr)): Path<(String, String)>) -> Response {
+    authed(&t, &xauth, || t.sync_create_action(&addr)).await
+}
+
+async fn sync_remove(State(t): S, Path((xauth, addr)): Path<(String, String)>) -> Response {
+    authed(&t, &xauth, || t.sync_remove_action(&addr)).await
 }
 
 async fn replica_groups(

@@ -381,3 +381,72 @@ async fn api_errors_are_clear() {
     let e = c.put(&format!("proxy/create/{x}/{}", other.model().admin_addr)).await.unwrap_err();
     assert!(e.contains("belongs to product"), "{e}");
 }
+
+async fn role_of(addr: &str) -> (String, String) {
+    let mut c = Client::connect(addr).await.unwrap();
+    let v = c.cmd(&["INFO", "replication"]).await.unwrap();
+    let text = v.as_str().unwrap().to_string();
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}:"))).unwrap_or("").trim().to_string();
+    (get("role"), get("master_port"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_repoints_replicas_and_the_old_master_when_it_returns() {
+    let c = Cluster::start("promote", 1).await;
+    let x = c.xauth();
+    let mut master = RedisServer::start_with_module(&["--repl-diskless-sync-delay", "0"]);
+    let mport = master.port.to_string();
+    let r1 = RedisServer::start_with_module(&["--replicaof", "127.0.0.1", &mport, "--repl-diskless-sync-delay", "0"]);
+    let r2 = RedisServer::start_with_module(&["--replicaof", "127.0.0.1", &mport]);
+    // a second group made of the new servers
+    c.put(&format!("group/create/{x}/2")).await.unwrap();
+    for s in [&master, &r1, &r2] {
+        c.put(&format!("group/add/{x}/2/{}", s.addr())).await.unwrap();
+    }
+    let m: Vec<SlotMapping> = (0..1024).map(|id| SlotMapping { id, group_id: 2, ..Default::default() }).collect();
+    c.put_body(&format!("slots/assign/{x}"), serde_json::to_string(&m).unwrap()).await.unwrap();
+    let mut cl = c.client().await;
+    assert_eq!(cl.cmd(&["SET", "before", "1"]).await.unwrap(), Value::ok());
+    let r1addr = r1.addr();
+    wait_until("replication to r1", Duration::from_secs(15), || {
+        let a = r1addr.clone();
+        async move {
+            (Client::connect(&a).await.ok()?.cmd(&["GET", "before"]).await.ok()? == Value::bulk("1")).then_some(())
+        }
+    })
+    .await;
+
+    // the master dies; r1 is promoted
+    master.kill();
+    c.put(&format!("group/promote/{x}/2/{}", r1.addr())).await.unwrap();
+    let g = c.dashboard.topom.cache().await.groups[&2].clone();
+    let order: Vec<&str> = g.servers.iter().map(|s| s.addr.as_str()).collect();
+    assert_eq!(order, vec![r1.addr().as_str(), r2.addr().as_str(), master.addr().as_str()]);
+    assert_eq!(role_of(&r1.addr()).await.0, "master");
+    // writes go to the new master through the proxy
+    assert_eq!(cl.cmd(&["SET", "after", "2"]).await.unwrap(), Value::ok());
+    assert_eq!(Client::connect(&r1.addr()).await.unwrap().cmd(&["GET", "after"]).await.unwrap(), Value::bulk("2"));
+    // the other replica follows the new master
+    let r1port = r1.port.to_string();
+    wait_until("r2 to follow r1", Duration::from_secs(15), || {
+        let (a, p) = (r2.addr(), r1port.clone());
+        async move { (role_of(&a).await == ("slave".to_string(), p)).then_some(()) }
+    })
+    .await;
+    // the old master comes back empty and becomes a replica of the new one
+    master.restart();
+    let maddr = master.addr();
+    wait_until("the old master to rejoin as a replica", Duration::from_secs(20), || {
+        let (a, p) = (maddr.clone(), r1port.clone());
+        async move { (role_of(&a).await == ("slave".to_string(), p)).then_some(()) }
+    })
+    .await;
+    wait_until("the old master to catch up", Duration::from_secs(20), || {
+        let a = maddr.clone();
+        async move { (Client::connect(&a).await.ok()?.cmd(&["GET", "after"]).await.ok()? == Value::bulk("2")).then_some(()) }
+    })
+    .await;
+    let g = c.dashboard.topom.cache().await.groups[&2].clone();
+    assert!(g.servers[1..].iter().all(|s| s.action.state == "synced"), "{:?}", g.servers);
+    assert!(g.promoting.state.is_empty());
+}

@@ -10,6 +10,7 @@ mod action;
 pub mod context;
 mod group;
 mod proxy;
+mod replication;
 mod slots;
 mod stats;
 
@@ -128,6 +129,7 @@ impl Topom {
     pub fn start_loops(self: &Arc<Self>) {
         tokio::spawn(action::run(self.clone()));
         tokio::spawn(stats::run(self.clone()));
+        tokio::spawn(replication::run(self.clone()));
     }
 
     pub fn model(&self) -> &models::Topom {
