@@ -213,7 +213,13 @@ impl Conn {
         };
         let mut conn = Conn { addr: addr.to_string(), client, timeout };
         if !auth.is_empty() {
-            conn.ok(&["AUTH", auth]).await?;
+            match conn.cmd(&["AUTH", auth]).await? {
+                // A server without a password accepts everyone; that is not a failure.
+                Value::Error(e)
+                    if e.contains("without any password configured") || e.contains("no password is set") => {}
+                Value::Error(message) => return Err(ClientError::Reply { addr: addr.to_string(), message }),
+                _ => {}
+            }
         }
         Ok(conn)
     }

@@ -450,3 +450,64 @@ async fn promote_repoints_replicas_and_the_old_master_when_it_returns() {
     assert!(g.servers[1..].iter().all(|s| s.action.state == "synced"), "{:?}", g.servers);
     assert!(g.promoting.state.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_auth_protects_the_api_and_reaches_servers_and_proxies() {
+    let root = temp_dir("auth");
+    let config = Config {
+        coordinator_addr: root.0.display().to_string(),
+        admin_addr: "127.0.0.1:0".into(),
+        product_name: "e2e-auth".into(),
+        product_auth: "s3cret".into(),
+        ..Config::default()
+    };
+    let dashboard = Dashboard::start(config.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let put = |xauth: String, path: &str| {
+        let url = format!("http://{}/api/topom/{path}", dashboard.admin_addr).replace("XAUTH", &xauth);
+        let http = http.clone();
+        async move {
+            let r = http.put(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Json>().await.unwrap_or(Json::Null))
+        }
+    };
+    // Codis's xauth (from the product name alone) no longer opens mutating routes
+    let codis_xauth = codis_core::auth::new_xauth(&["e2e-auth"]);
+    let (status, body) = put(codis_xauth, "group/create/XAUTH/1").await;
+    assert_eq!(status, 800);
+    assert!(body["Cause"].as_str().unwrap().contains("invalid xauth"));
+    let xauth = codis_core::auth::dashboard_xauth("e2e-auth", "s3cret");
+    assert_eq!(put(xauth.clone(), "group/create/XAUTH/1").await.0, 200);
+    // servers and proxies with the same password are driven with it
+    let server = RedisServer::start_with_module(&["--requirepass", "s3cret"]);
+    assert_eq!(put(xauth.clone(), &format!("group/add/XAUTH/1/{}", server.addr())).await.0, 200);
+    let proxy = Proxy::bind(
+        codis_proxy::Config {
+            proxy_addr: "127.0.0.1:0".into(),
+            admin_addr: "127.0.0.1:0".into(),
+            product_name: "e2e-auth".into(),
+            product_auth: "s3cret".into(),
+            ..Default::default()
+        },
+        Options { workers: 1, log_control: None },
+    )
+    .await
+    .unwrap();
+    assert_eq!(put(xauth.clone(), &format!("proxy/create/XAUTH/{}", proxy.model().admin_addr)).await.0, 200);
+    let m: Vec<SlotMapping> = (0..1024).map(|id| SlotMapping { id, group_id: 1, ..Default::default() }).collect();
+    let r = http
+        .put(format!("http://{}/api/topom/slots/assign/{xauth}", dashboard.admin_addr))
+        .body(serde_json::to_string(&m).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut cl = Client::connect(&proxy.model().proxy_addr).await.unwrap();
+    assert_eq!(cl.cmd(&["SET", "k", "v"]).await.unwrap(), Value::ok());
+    // a server with another password is refused with a clear message
+    let other = RedisServer::start_with_module(&["--requirepass", "different"]);
+    let (status, body) = put(xauth.clone(), &format!("group/add/XAUTH/1/{}", other.addr())).await;
+    assert_eq!(status, 800);
+    assert!(body["Cause"].as_str().unwrap().contains("product_auth"), "{body}");
+    dashboard.topom.close().await.unwrap();
+}

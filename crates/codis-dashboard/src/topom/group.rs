@@ -154,9 +154,14 @@ impl Topom {
 
     /// Whether a server has the SLOTS* commands (codis-slots module or codis-server).
     pub(super) async fn probe_server(&self, addr: &str) -> Result<ServerMode> {
-        let mut c = Conn::open(addr, &self.config.product_auth, std::time::Duration::from_secs(3))
-            .await
-            .map_err(|e| TopomError::msg(format!("server-[{addr}] cannot be reached: {e}")))?;
+        let mut c = Conn::open(addr, &self.config.product_auth, std::time::Duration::from_secs(3)).await.map_err(
+            |e| match e {
+                codis_client::ClientError::Reply { message, .. } => TopomError::msg(format!(
+                    "server-[{addr}] refused the product password: {message} (check product_auth)"
+                )),
+                e => TopomError::msg(format!("server-[{addr}] cannot be reached: {e}")),
+            },
+        )?;
         match c.cmd(&["SLOTSINFO", "0", "1"]).await? {
             Value::Error(e) if e.contains("unknown command") => Ok(ServerMode::Stock),
             Value::Error(e) if e.starts_with("NOAUTH") || e.contains("WRONGPASS") => {
