@@ -78,9 +78,6 @@ pub fn err(ctx: Ctx, msg: &str) -> c_int {
     rm::OK
 }
 
-/// Slots whose sets one SLOTSSCAN of an untracked slot builds together.
-const SCAN_WINDOW: u16 = 64;
-
 /// SLOTSSCAN slot cursor [COUNT n] [MATCH pattern]
 pub fn slotsscan(ctx: Ctx, args: &[&[u8]]) -> c_int {
     if args.len() < 3 || args.len().is_multiple_of(2) || args.len() > 7 {
@@ -113,14 +110,7 @@ pub fn slotsscan(ctx: Ctx, args: &[&[u8]]) -> c_int {
     }
     let db = rm::selected_db(ctx);
     if cursor == 0 {
-        // A scan starting at a slot whose set does not exist yet: clients that scan
-        // everything go slot after slot, so one keyspace scan builds the sets of the
-        // next slots too (they are dropped again after a minute unused).
-        let window: Vec<u16> = (slot..(slot + SCAN_WINDOW).min(MAX_SLOT_NUM as u16)).collect();
-        let untracked = state::with(|s| !s.dbs[db as usize].index.tracked.contains_key(&slot));
-        if untracked {
-            state::request_sets(db, &window);
-        }
+        state::prefetch_window(db, slot);
     }
     state::run_with_sets(
         ctx,

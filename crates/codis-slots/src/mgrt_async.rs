@@ -974,7 +974,10 @@ pub fn migrate_async(ctx: Ctx, args: &[&[u8]], usetag: bool, usekey: bool) -> c_
         return err(ctx, &e);
     }
     let slots: Vec<u16> = match &pick {
-        Pick::Slot { slot, .. } => vec![*slot],
+        Pick::Slot { slot, .. } => {
+            state::prefetch_window(db, *slot);
+            vec![*slot]
+        }
         Pick::Keys(keys) if usetag => {
             let mut v: Vec<u16> = keys.iter().filter(|k| has_tag(k)).map(|k| slot_of(k)).collect();
             v.sort_unstable();

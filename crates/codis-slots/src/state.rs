@@ -238,6 +238,40 @@ pub fn recount(ctx: Ctx, db: i32) {
 // ---------------------------------------------------------------------------------------
 // Slot sets
 
+/// At least this many slots get their sets from one keyspace scan when a scan or a
+/// migration starts on a slot that has none.
+pub const SET_WINDOW: u16 = 64;
+/// Beyond [`SET_WINDOW`], the window grows while its slots hold fewer keys than this
+/// (about 61 bytes of set per key, so ~30 MB), so that a large move needs few scans.
+pub const SET_WINDOW_KEYS: u64 = 500_000;
+
+/// If `slot` of `db` has no set yet, asks for the sets of a window of slots from it:
+/// scans and migrations go slot after slot (a full SLOTSSCAN, the dashboard moving a
+/// range), so the next slots' sets come with the same keyspace scan. The sets are
+/// dropped again after a minute unused.
+pub fn prefetch_window(db: i32, slot: u16) {
+    let window: Option<Vec<u16>> = with(|s| {
+        let index = &s.dbs[db as usize].index;
+        if index.tracked.contains_key(&slot) {
+            return None;
+        }
+        let mut keys = 0u64;
+        let mut end = slot;
+        while (end as usize) < MAX_SLOT_NUM {
+            let next = keys + index.count(end) as u64;
+            if end - slot >= SET_WINDOW && next > SET_WINDOW_KEYS {
+                break;
+            }
+            keys = next;
+            end += 1;
+        }
+        Some((slot..end).collect())
+    });
+    if let Some(window) = window {
+        request_sets(db, &window);
+    }
+}
+
 /// Marks `slots` of `db` as wanted; returns true when all of their sets are complete.
 pub fn request_sets(db: i32, slots: &[u16]) -> bool {
     let now = rm::now_ms();
@@ -286,18 +320,24 @@ fn build_step(ctx: Ctx, db: i32, budget_us: Option<u128>) -> bool {
         };
         let orig = rm::selected_db(ctx);
         rm::select_db(ctx, db);
-        let mut found: Vec<(u16, Vec<u8>)> = Vec::new();
         let mut more = true;
         let mut steps = 0u32;
         while more {
+            // Keys go into their sets as the scan finds them, so the time budget covers
+            // the inserts too (a wide window finds a key at nearly every step). Nothing
+            // else runs during a step, so no flush can interleave.
             more = build.cursor.step(ctx, &mut |k| {
                 let sl = slot_of(k);
                 if build.slots[sl as usize] {
-                    found.push((sl, k.to_vec()));
+                    with(|s| {
+                        if let Some(t) = s.dbs[db as usize].index.tracked.get_mut(&sl) {
+                            t.set.insert(k);
+                        }
+                    });
                 }
             });
             steps += 1;
-            if steps.is_multiple_of(64)
+            if steps.is_multiple_of(16)
                 && let Some(b) = budget_us
                 && started.elapsed().as_micros() >= b
             {
@@ -310,11 +350,6 @@ fn build_step(ctx: Ctx, db: i32, budget_us: Option<u128>) -> bool {
             if !d.build_running {
                 // A flush or load happened meanwhile: the sets are already exact.
                 return true;
-            }
-            for (sl, k) in found {
-                if let Some(t) = d.index.tracked.get_mut(&sl) {
-                    t.set.insert(&k);
-                }
             }
             if !more {
                 for (sl, on) in build.slots.iter().enumerate() {

@@ -121,6 +121,7 @@ pub fn slotsmgrtslot(ctx: Ctx, args: &[&[u8]], usetag: bool) -> c_int {
         1
     };
     let db = rm::selected_db(ctx);
+    state::prefetch_window(db, slot);
     state::run_with_sets(
         ctx,
         db,

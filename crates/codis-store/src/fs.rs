@@ -120,22 +120,56 @@ impl Inner {
 
     /// Writes `data` to `real` atomically and durably.
     fn write(&self, real: &Path, data: &[u8]) -> Result<()> {
-        let dir = real.parent().unwrap_or(&self.data);
-        fs::create_dir_all(dir).map_err(|e| self.err(e))?;
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.temp.join(format!("{}.{}.tmp", std::process::id(), n));
+        self.write_many(&[(real.to_path_buf(), data)])
+    }
+
+    /// Writes each node atomically and all of them durably, paying for about one
+    /// flush: the temporary files are synced from parallel threads (the filesystem
+    /// journal commits them together), then renamed, then each directory synced once.
+    fn write_many(&self, nodes: &[(PathBuf, &[u8])]) -> Result<()> {
+        let mut temps = Vec::with_capacity(nodes.len());
         let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            fs::rename(&tmp, real)?;
-            File::open(dir)?.sync_all()
+            for (real, data) in nodes {
+                fs::create_dir_all(real.parent().unwrap_or(&self.data))?;
+                let n = self.seq.fetch_add(1, Ordering::Relaxed);
+                let tmp = self.temp.join(format!("{}.{}.tmp", std::process::id(), n));
+                let mut f = File::create(&tmp)?;
+                temps.push(tmp);
+                f.write_all(data)?;
+                f.flush()?;
+            }
+            sync_files(&temps)?;
+            let mut dirs = Vec::new();
+            for (tmp, (real, _)) in temps.iter().zip(nodes) {
+                fs::rename(tmp, real)?;
+                let dir = real.parent().unwrap_or(&self.data);
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+            temps.clear();
+            dirs.iter().try_for_each(|d| File::open(d)?.sync_all())
         })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        for tmp in &temps {
+            let _ = fs::remove_file(tmp);
         }
         result.map_err(|e| self.err(e))
     }
+}
+
+/// fsyncs `files`, several at a time.
+fn sync_files(files: &[PathBuf]) -> io::Result<()> {
+    const THREADS: usize = 8;
+    let sync = |chunk: &[PathBuf]| chunk.iter().try_for_each(|p| File::open(p)?.sync_all());
+    if files.len() <= 1 {
+        return sync(files);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files.chunks(files.len().div_ceil(THREADS)).map(|c| s.spawn(move || sync(c))).collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("fsync thread panicked"))))
+    })
 }
 
 #[async_trait]
@@ -163,6 +197,16 @@ impl Coordinator for FsCoordinator {
     async fn update(&self, path: &str, data: &[u8]) -> Result<()> {
         let (path, data) = (path.to_string(), data.to_vec());
         self.run(move |inner| inner.write(&inner.real(&path)?, &data)).await
+    }
+
+    async fn update_many(&self, nodes: &[(String, Vec<u8>)]) -> Result<()> {
+        let nodes = nodes.to_vec();
+        self.run(move |inner| {
+            let reals = nodes.iter().map(|(p, _)| inner.real(p)).collect::<Result<Vec<_>>>()?;
+            let pairs: Vec<(PathBuf, &[u8])> = reals.into_iter().zip(nodes.iter().map(|(_, d)| &d[..])).collect();
+            inner.write_many(&pairs)
+        })
+        .await
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
@@ -235,6 +279,24 @@ mod tests {
             std::env::temp_dir().join(format!("codis-fs-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
         let _ = fs::remove_dir_all(&dir);
         (FsCoordinator::open(dir.to_str().unwrap()).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn update_many_writes_every_node_and_refuses_escapes_whole() {
+        let (c, dir) = tmp();
+        let nodes: Vec<(String, Vec<u8>)> =
+            (0..40).map(|i| (format!("/codis3/p/slots/slot-{i:04}"), format!("{{\"id\":{i}}}").into_bytes())).collect();
+        c.update_many(&nodes).await.unwrap();
+        let listed = c.list("/codis3/p/slots", true).await.unwrap();
+        assert_eq!(listed.len(), 40);
+        assert_eq!(c.read("/codis3/p/slots/slot-0039", true).await.unwrap().unwrap(), b"{\"id\":39}");
+        // A bad path anywhere fails the call before anything is written.
+        let bad = vec![("/codis3/p/x".to_string(), b"1".to_vec()), ("/../escape".to_string(), b"2".to_vec())];
+        assert!(c.update_many(&bad).await.is_err());
+        assert_eq!(c.read("/codis3/p/x", false).await.unwrap(), None);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.join("temp")).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

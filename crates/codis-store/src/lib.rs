@@ -57,6 +57,15 @@ pub trait Coordinator: Send + Sync {
     /// Creates or replaces `path`.
     async fn update(&self, path: &str, data: &[u8]) -> Result<()>;
 
+    /// Creates or replaces several nodes, each atomically (not all together); backends
+    /// that can make this one durable write do so.
+    async fn update_many(&self, nodes: &[(String, Vec<u8>)]) -> Result<()> {
+        for (path, data) in nodes {
+            self.update(path, data).await?;
+        }
+        Ok(())
+    }
+
     /// Removes `path` and anything below it; removing nothing is not an error.
     async fn delete(&self, path: &str) -> Result<()>;
 

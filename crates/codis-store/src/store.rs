@@ -94,6 +94,12 @@ impl Store {
         self.client.update(&slot_path(&self.product, m.id), &encode(m)?).await
     }
 
+    /// Stores several mappings with one durable write where the backend allows.
+    pub async fn update_slot_mappings(&self, ms: &[SlotMapping]) -> Result<()> {
+        let nodes = ms.iter().map(|m| Ok((slot_path(&self.product, m.id), encode(m)?))).collect::<Result<Vec<_>>>()?;
+        self.client.update_many(&nodes).await
+    }
+
     pub async fn groups(&self) -> Result<BTreeMap<i64, Group>> {
         let mut out = BTreeMap::new();
         for path in self.client.list(&group_dir(&self.product), false).await? {

@@ -19,8 +19,13 @@ use serde::Serialize;
 
 use super::{Cache, Result, ServerMode, Topom, TopomError};
 
-/// Slots of one (source, target) pair prepared together in a round.
+/// Slots of one (source, target) pair prepared, moved and completed together in a
+/// round (each routing change is pushed to proxies once for all of them). Few, so that
+/// few requests at a time take the migrating-slot path.
 const SLOTS_PER_PAIR: usize = 8;
+/// The same for stock servers, where each round costs a SCAN of the whole source
+/// keyspace: enough slots that a large move needs only a handful of passes.
+const STOCK_SLOTS_PER_PAIR: usize = 128;
 
 /// Progress of one slot's migration, for the API and the UI.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -66,8 +71,14 @@ pub(super) async fn run(topom: Arc<Topom>) {
 }
 
 /// Picks the slots of this round: in-progress actions first, then pending ones (unless
-/// migrations are disabled), in action order; each group serves in at most one pair.
-fn pick(cache: &Cache, disabled: bool, limit: usize) -> BTreeMap<(i64, i64), Vec<i64>> {
+/// migrations are disabled), in action order; each group serves in at most one pair,
+/// and a pair takes at most `cap(from, to)` slots.
+fn pick(
+    cache: &Cache,
+    disabled: bool,
+    limit: usize,
+    cap: impl Fn(i64, i64) -> usize,
+) -> BTreeMap<(i64, i64), Vec<i64>> {
     let mut actions: Vec<&SlotMapping> = cache.slots.iter().filter(|m| !m.action.state.is_empty()).collect();
     actions.sort_by_key(|m| (m.action.state == action::PENDING, m.action.index));
     let mut pairs: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
@@ -85,7 +96,7 @@ fn pick(cache: &Cache, disabled: bool, limit: usize) -> BTreeMap<(i64, i64), Vec
             continue;
         }
         let slots = pairs.entry((from, to)).or_default();
-        if slots.len() < SLOTS_PER_PAIR {
+        if slots.len() < cap(from, to) {
             slots.push(m.id);
             total += 1;
         }
@@ -101,15 +112,24 @@ impl Topom {
     /// One round; false when there was nothing to do.
     async fn action_round(self: &Arc<Self>) -> Result<bool> {
         let disabled = self.action.disabled.load(Ordering::Relaxed);
+        let limit = self.config.migration_parallel_slots.max(1) as usize;
         let pairs = {
             let cache = self.lock().await?;
-            pick(&cache, disabled, self.config.migration_parallel_slots.max(1) as usize)
+            pick(&cache, disabled, limit, |_, _| SLOTS_PER_PAIR)
         };
         if pairs.is_empty() {
             return Ok(false);
         }
-        let sids: Vec<i64> = pairs.values().flatten().copied().collect();
+        // Knowing the servers' kind decides how many slots a pair takes.
         self.probe_masters(&pairs).await;
+        let pairs = {
+            let cache = self.lock().await?;
+            pick(&cache, disabled, limit, |from, to| match self.pair_mode(&cache, from, to) {
+                ServerMode::Stock => STOCK_SLOTS_PER_PAIR,
+                ServerMode::Slots => SLOTS_PER_PAIR,
+            })
+        };
+        let sids: Vec<i64> = pairs.values().flatten().copied().collect();
         self.prepare(&sids).await?;
         if disabled {
             // Paused: slots stay migrating (requests keep working) until resumed.
@@ -125,18 +145,18 @@ impl Topom {
                 if mode == ServerMode::Stock {
                     // One SCAN pass serves every slot of the pair.
                     if topom.execute_stock(&sids, from, to).await? {
-                        for sid in sids {
-                            topom.complete(sid).await?;
-                        }
+                        topom.complete(&sids).await?;
                     }
                     return Ok(());
                 }
+                let mut done = Vec::with_capacity(sids.len());
                 for sid in sids {
                     if !topom.execute_slot(sid, from, to).await? {
                         break; // paused
                     }
-                    topom.complete(sid).await?;
+                    done.push(sid);
                 }
+                topom.complete(&done).await?;
                 Ok::<(), TopomError>(())
             }
         });
@@ -149,13 +169,16 @@ impl Topom {
     /// Moves `sids` to `migrating`, one routing push per step for all of them.
     async fn prepare(&self, sids: &[i64]) -> Result<()> {
         let mut cache = self.lock().await?;
-        for &sid in sids {
-            if cache.slots[sid as usize].action.state == action::PENDING {
+        let preparing = sids
+            .iter()
+            .filter(|&&sid| cache.slots[sid as usize].action.state == action::PENDING)
+            .map(|&sid| {
                 let mut m = cache.slots[sid as usize].clone();
                 m.action.state = action::PREPARING.into();
-                self.put_slot(&mut cache, m).await?;
-            }
-        }
+                m
+            })
+            .collect();
+        self.put_slots(&mut cache, preparing).await?;
         for (from, to) in [(action::PREPARING, action::PREPARED), (action::PREPARED, action::MIGRATING)] {
             let step: Vec<i64> =
                 sids.iter().copied().filter(|&s| cache.slots[s as usize].action.state == from).collect();
@@ -166,7 +189,7 @@ impl Topom {
             for &s in &step {
                 next.slots[s as usize].action.state = to.into();
             }
-            tracing::warn!(slots = ?step, "resync slots to {to}");
+            tracing::debug!(slots = ?step, "resync slots to {to}");
             if let Err(e) = self.resync(&next, &step).await {
                 if from == action::PREPARING {
                     // Proxies that did lock the slots must not stay locked.
@@ -174,9 +197,7 @@ impl Topom {
                 }
                 return Err(e);
             }
-            for &s in &step {
-                self.put_slot(&mut cache, next.slots[s as usize].clone()).await?;
-            }
+            self.put_slots(&mut cache, step.iter().map(|&s| next.slots[s as usize].clone()).collect()).await?;
         }
         Ok(())
     }
@@ -440,26 +461,43 @@ impl Topom {
         *self.action.status.lock() = format!("[OK] Slot[{sid:04}]@DB[{db}]={remaining}");
     }
 
-    /// `migrating` → `finished` → the slot belongs to the target.
-    async fn complete(&self, sid: i64) -> Result<()> {
+    /// `migrating` → `finished` → the slots belong to the target (one routing push per
+    /// step for all of them).
+    async fn complete(&self, sids: &[i64]) -> Result<()> {
+        if sids.is_empty() {
+            return Ok(());
+        }
         let mut cache = self.lock().await?;
-        let mut m = cache.slot(sid)?.clone();
-        if m.action.state == action::MIGRATING {
-            m.action.state = action::FINISHED.into();
-            self.put_slot(&mut cache, m.clone()).await?;
+        let mut finished = Vec::new();
+        for &sid in sids {
+            let mut m = cache.slot(sid)?.clone();
+            if m.action.state == action::MIGRATING {
+                m.action.state = action::FINISHED.into();
+                finished.push(m);
+            } else if m.action.state != action::FINISHED {
+                return Err(TopomError::msg(format!("slot-[{sid}] action state is invalid: {:?}", m.action.state)));
+            }
         }
-        if m.action.state != action::FINISHED {
-            return Err(TopomError::msg(format!("slot-[{sid}] action state is invalid: {:?}", m.action.state)));
+        self.put_slots(&mut cache, finished).await?;
+        self.resync(&cache, sids).await?;
+        let done = sids
+            .iter()
+            .map(|&sid| SlotMapping {
+                id: sid,
+                group_id: cache.slots[sid as usize].action.target_id,
+                ..Default::default()
+            })
+            .collect();
+        self.put_slots(&mut cache, done).await?;
+        self.resync(&cache, sids).await?;
+        let mut progress = self.action.progress.lock();
+        for &sid in sids {
+            if let Some(p) = progress.get_mut(&sid) {
+                p.state = action::FINISHED.into();
+                p.error = None;
+            }
         }
-        self.resync(&cache, &[sid]).await?;
-        let done = SlotMapping { id: sid, group_id: m.action.target_id, ..Default::default() };
-        self.put_slot(&mut cache, done).await?;
-        self.resync(&cache, &[sid]).await?;
-        if let Some(p) = self.action.progress.lock().get_mut(&sid) {
-            p.state = action::FINISHED.into();
-            p.error = None;
-        }
-        tracing::info!(slot = sid, group = m.action.target_id, "slot migrated");
+        tracing::info!(slots = ?sids, "slots migrated");
         Ok(())
     }
 }
@@ -494,17 +532,20 @@ mod tests {
         act(&mut c, 12, 3, 4, 7, action::PENDING);
         act(&mut c, 13, 2, 3, 1, action::PENDING); // shares groups with both pairs above
         act(&mut c, 14, 1, 2, 9, action::MIGRATING);
-        let p = pick(&c, false, 100);
+        let p = pick(&c, false, 100, |_, _| 8);
         // the migrating action comes first, so pair (1,2) wins over the earlier-indexed (2,3)
         assert_eq!(p.get(&(1, 2)), Some(&vec![14, 10, 11]));
         assert_eq!(p.get(&(3, 4)), Some(&vec![12]));
         assert!(!p.contains_key(&(2, 3)));
         // disabled: only actions already in progress
-        let p = pick(&c, true, 100);
+        let p = pick(&c, true, 100, |_, _| 8);
         assert_eq!(p.len(), 1);
         assert_eq!(p.get(&(1, 2)), Some(&vec![14]));
-        // the limit caps the round
-        assert_eq!(pick(&c, false, 2).values().map(Vec::len).sum::<usize>(), 2);
+        // the limit caps the round, and the cap each pair
+        assert_eq!(pick(&c, false, 2, |_, _| 8).values().map(Vec::len).sum::<usize>(), 2);
+        let p = pick(&c, false, 100, |from, _| if from == 1 { 2 } else { 8 });
+        assert_eq!(p.get(&(1, 2)), Some(&vec![14, 10]));
+        assert_eq!(p.get(&(3, 4)), Some(&vec![12]));
     }
 
     #[test]
@@ -512,6 +553,6 @@ mod tests {
         let mut c = cache();
         act(&mut c, 1, 1, 2, 1, action::PENDING);
         c.groups.get_mut(&2).unwrap().promoting.state = action::PREPARING.into();
-        assert!(pick(&c, false, 100).is_empty());
+        assert!(pick(&c, false, 100, |_, _| 8).is_empty());
     }
 }

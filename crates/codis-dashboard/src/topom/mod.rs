@@ -257,6 +257,20 @@ impl Topom {
         Ok(())
     }
 
+    /// Stores several mappings at once, so a round of migration pays for one durable
+    /// coordinator write rather than one per slot.
+    async fn put_slots(&self, cache: &mut Cache, ms: Vec<SlotMapping>) -> Result<()> {
+        if ms.is_empty() {
+            return Ok(());
+        }
+        self.store.update_slot_mappings(&ms).await?;
+        for m in ms {
+            let id = m.id as usize;
+            cache.slots[id] = m;
+        }
+        Ok(())
+    }
+
     async fn put_group(&self, cache: &mut Cache, g: models::Group) -> Result<()> {
         self.store.update_group(&g).await?;
         cache.groups.insert(g.id, g);

@@ -41,11 +41,10 @@ impl Topom {
     }
 
     async fn assign(&self, cache: &mut Cache, pairs: impl Iterator<Item = (i64, i64)>) -> Result<()> {
-        let mut ids = Vec::new();
-        for (sid, gid) in pairs {
-            self.put_slot(cache, SlotMapping { id: sid, group_id: gid, ..Default::default() }).await?;
-            ids.push(sid);
-        }
+        let ms: Vec<SlotMapping> =
+            pairs.map(|(sid, gid)| SlotMapping { id: sid, group_id: gid, ..Default::default() }).collect();
+        let ids: Vec<i64> = ms.iter().map(|m| m.id).collect();
+        self.put_slots(cache, ms).await?;
         self.resync(cache, &ids).await
     }
 
@@ -151,12 +150,16 @@ impl Topom {
         let mut cache = self.lock().await?;
         let plan = rebalance_plan(&cache)?;
         if confirm {
-            for (&sid, &gid) in &plan {
-                let mut m = cache.slots[sid as usize].clone();
-                m.action =
-                    SlotAction { index: cache.max_action_index() + 1, state: action::PENDING.into(), target_id: gid };
-                self.put_slot(&mut cache, m).await?;
-            }
+            let first = cache.max_action_index() + 1;
+            let ms = (first..)
+                .zip(&plan)
+                .map(|(index, (&sid, &gid))| {
+                    let mut m = cache.slots[sid as usize].clone();
+                    m.action = SlotAction { index, state: action::PENDING.into(), target_id: gid };
+                    m
+                })
+                .collect();
+            self.put_slots(&mut cache, ms).await?;
         }
         Ok(plan)
     }

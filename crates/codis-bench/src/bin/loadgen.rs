@@ -1,0 +1,129 @@
+//! `loadgen`: a fixed-rate (open-loop) Redis load with latency percentiles.
+//!
+//! Requests are scheduled at their intended times, and latency is measured from that
+//! time, so a stall shows up as latency instead of silently lowering the rate.
+//! Prints one JSON line per second (`t, ops, errors, p50_us, p99_us, max_us`) and a
+//! summary line at the end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Parser;
+use codis_bench::percentiles;
+use codis_client::{Client, Value};
+use tokio::sync::mpsc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Address of the proxy (or server) to load.
+    #[arg(long)]
+    addr: String,
+    /// Operations per second, all clients together.
+    #[arg(long, default_value_t = 20000)]
+    rate: u64,
+    /// Connections.
+    #[arg(long, default_value_t = 16)]
+    clients: u64,
+    /// Keys are `key:<n>` for n below this (DEBUG POPULATE's naming).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Fraction of writes (SET), the rest are GETs.
+    #[arg(long, default_value_t = 0.2)]
+    writes: f64,
+    /// Stop after this many seconds (0: run until this file exists).
+    #[arg(long, default_value_t = 0)]
+    seconds: u64,
+    /// Stop when this file appears.
+    #[arg(long)]
+    stop_file: Option<String>,
+}
+
+struct Sample {
+    at: Instant,
+    latency_us: u64,
+    error: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
+    let per_client = Duration::from_secs_f64(args.clients as f64 / args.rate.max(1) as f64);
+    let start = Instant::now();
+    for c in 0..args.clients {
+        let (tx, stop, addr) = (tx.clone(), stop.clone(), args.addr.clone());
+        let (keys, writes) = (args.keys, args.writes);
+        tokio::spawn(async move {
+            let mut cl = Client::connect(&addr).await.expect("connect");
+            let mut next = Instant::now() + per_client.mul_f64(c as f64 / args.clients as f64);
+            let mut n: u64 = c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep_until(next.into()).await;
+                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let key = format!("key:{}", (n >> 33) % keys);
+                let write = ((n >> 11) % 1000) as f64 / 1000.0 < writes;
+                let reply =
+                    if write { cl.cmd(&["SET", &key, "0123456789abcdef"]).await } else { cl.cmd(&["GET", &key]).await };
+                let error = !matches!(reply, Ok(Value::Simple(_)) | Ok(Value::Bulk(_)) | Ok(Value::Nil));
+                if error {
+                    eprintln!("error: {reply:?}");
+                }
+                let _ = tx.send(Sample { at: next, latency_us: next.elapsed().as_micros() as u64, error });
+                next += per_client;
+            }
+        });
+    }
+    drop(tx);
+    let mut window: Vec<u64> = Vec::new();
+    let mut all: Vec<u64> = Vec::new();
+    let (mut errors, mut window_errors, mut second) = (0u64, 0u64, 1u64);
+    loop {
+        let deadline = start + Duration::from_secs(second);
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(s)) => {
+                if s.at >= deadline {
+                    // belongs to a later window: close this one first
+                    report(second, &mut window, &mut window_errors);
+                    second += 1;
+                }
+                window.push(s.latency_us);
+                all.push(s.latency_us);
+                if s.error {
+                    errors += 1;
+                    window_errors += 1;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                report(second, &mut window, &mut window_errors);
+                second += 1;
+                let done = (args.seconds > 0 && second > args.seconds)
+                    || args.stop_file.as_ref().is_some_and(|f| std::path::Path::new(f).exists());
+                if done {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+    let total = all.len();
+    let (p50, p99, max) = percentiles(&mut all);
+    println!(
+        "{}",
+        serde_json::json!({"summary": true, "ops": total, "errors": errors, "p50_us": p50, "p99_us": p99, "max_us": max})
+    );
+    Ok(())
+}
+
+fn report(t: u64, window: &mut Vec<u64>, errors: &mut u64) {
+    let (p50, p99, max) = percentiles(window);
+    println!(
+        "{}",
+        serde_json::json!({"t": t, "ops": window.len(), "errors": *errors, "p50_us": p50, "p99_us": p99, "max_us": max})
+    );
+    window.clear();
+    *errors = 0;
+}
