@@ -249,7 +249,7 @@ pub fn group_status(s: &Stats) -> String {
                 if i == 0 { "master" } else { "replica" }.into(),
                 s.group.modes.get(&srv.addr).cloned().unwrap_or_else(|| "-".into()),
                 if i == 0 { nslots.to_string() } else { String::new() },
-                info.and_then(keys_from_info).map_or("0".into(), |k| k.to_string()),
+                info.map_or("-".into(), |i| keys_from_info(i).unwrap_or(0).to_string()),
                 info.and_then(|i| i.get("used_memory_human").cloned()).unwrap_or_else(|| "-".into()),
                 status,
             ]);

@@ -605,3 +605,91 @@ fn check_dump_file(path: &Path) {
     assert_eq!(v.keys().collect::<Vec<_>>(), ["group", "proxy", "slots"]);
     assert!(v["slots"].as_array().unwrap().iter().all(|m| m["group_id"] != 0));
 }
+
+/// The other dashboard actions: proxies online/removed, single and "some" slot
+/// actions, replica reads, group membership, reload and log level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_dashboard_actions() {
+    let mut c = Cluster::start("more", 2, "").await;
+    let replica = RedisServer::start_with_module(&["--replicaof", "127.0.0.1", &c.servers[0].port.to_string()]);
+    let d = c.d();
+    c.add_group(0, &[]).await;
+    c.add_group(1, &[]).await;
+    let out = admin(&[&d, "--group-add", "--gid=1", "-x", &replica.addr(), "--datacenter=dc2"]).await;
+    assert_eq!(out.ok(), format!("added {} to group-1\n", replica.addr()));
+    let proxy_admin = c.proxy_admin();
+    admin(&[&d, "--create-proxy", "-x", &proxy_admin]).await.ok();
+    let out = admin(&[&d, "--online-proxy", "-x", &proxy_admin]).await;
+    assert_eq!(out.ok(), format!("the proxy at {proxy_admin} is registered and online\n"));
+    assert_eq!(c.dashboard.topom.cache().await.proxies.len(), 1);
+    admin(&[&d, "--slots-assign", "--beg=0", "--end=1023", "-g", "1", "--confirm"]).await.ok();
+
+    // One slot queued and cancelled while paused, then some slots moved.
+    admin(&[&d, "--slot-action", "--disabled=1"]).await.ok();
+    let out = admin(&[&d, "--slot-action", "--create", "--sid=5", "--gid=2"]).await;
+    assert_eq!(out.ok(), "queued the migration of slot 0005 to group-2 (see --slots-status)\n");
+    let status = admin(&[&d, "--slots-status"]).await;
+    assert_eq!(row(status.ok(), "0005"), ["0005", "1", "1", &c.addr(0), "pending", "to", "group", "2"]);
+    let out = admin(&[&d, "--slot-action", "--remove", "--sid=5"]).await;
+    assert_eq!(out.ok(), "cancelled the pending migration of slot 0005\n");
+    let e = admin(&[&d, "--slot-action", "--remove", "--sid=5"]).await;
+    assert!(e.err().contains("slot-[5] action doesn't exist"), "{}", e.stderr);
+    let out = admin(&[&d, "--slot-action", "--create-some", "--gid-from=1", "--gid-to=2", "--num-slots=10"]).await;
+    assert_eq!(out.ok(), "queued 10 slots of group-1 to move to group-2 (see --slots-status)\n");
+    let e = admin(&[&d, "--slot-action", "--interval=2000000"]).await;
+    assert_eq!(e.err(), "codis-admin: --interval=2000000: use 0..1000000 microseconds");
+    admin(&[&d, "--slot-action", "--disabled=0"]).await.ok();
+    c.wait_migrations().await;
+    let owners = c.groups_of_slots().await;
+    assert_eq!(owners.iter().filter(|&&g| g == 2).count(), 10);
+
+    // Replica reads: enabled, pushed to the proxy with a resync.
+    let status = admin_until(&[&d, "--group-status"], "the replica's link", Duration::from_secs(20), |out| {
+        out.contains("ok, link up; dc dc2")
+    })
+    .await;
+    let r = row(&status, &replica.addr());
+    assert_eq!(r[..4], ["1", &replica.addr(), "replica", "codis-slots"]);
+    let out = admin(&[&d, "--replica-groups", "--gid=1", "-x", &replica.addr(), "--enable"]).await;
+    assert!(out.ok().starts_with(&format!("enabled reads from {} in group-1", replica.addr())));
+    let status = admin(&[&d, "--group-status"]).await;
+    assert!(
+        status.ok().contains("serves reads") && status.stdout.contains("run --resync-group --gid=1"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(admin(&[&d, "--resync-group", "--gid=1"]).await.ok(), "pushed the routing of group-1 to every proxy\n");
+    assert!(!admin(&[&d, "--group-status"]).await.ok().contains("--resync-group"));
+    let slots = admin(&[format!("--proxy={proxy_admin}").as_str(), "slots"]).await;
+    assert_eq!(row(slots.ok(), "0010-1023")[5], replica.addr(), "{}", slots.stdout);
+    let e = admin(&[&d, "--replica-groups", "--gid=1", "-x", &replica.addr()]).await;
+    assert_eq!(e.err(), "codis-admin: --replica-groups needs --enable or --disable");
+    assert_eq!(
+        admin(&[&d, "--resync-group", "--all"]).await.ok(),
+        "pushed the routing of every group to every proxy\n"
+    );
+
+    // Membership, reload, log level.
+    let out = admin(&[&d, "--group-del", "--gid=1", "-x", &replica.addr()]).await;
+    assert_eq!(out.ok(), format!("removed {} from group-1\n", replica.addr()));
+    let e = admin(&[&d, "--group-del", "--gid=1", "-x", &c.addr(0)]).await;
+    assert!(e.err().contains("can't remove master, still in use"), "{}", e.stderr);
+    assert_eq!(
+        admin(&[&d, "--reload"]).await.ok(),
+        format!("the dashboard at {} reloaded its state from the coordinator\n", c.dashboard.admin_addr)
+    );
+    let e = admin(&[&d, "--log-level=info"]).await;
+    assert!(e.err().contains("refused to set the log level"), "{}", e.stderr);
+
+    // Removing the proxy shuts it down.
+    let out = admin(&[&d, "--remove-proxy", "-x", &proxy_admin]).await;
+    assert_eq!(out.ok(), format!("removed proxy-1 {} (admin {proxy_admin})\n", c.proxy.model().token));
+    tokio::time::timeout(Duration::from_secs(10), c.proxy.closed()).await.expect("the proxy closes");
+    assert_eq!(
+        admin(&[&d, "--list-proxy"]).await.ok(),
+        "no proxies (register one with --create-proxy --addr=ADMIN_ADDR)\n"
+    );
+    let out = admin(&[&d, "--remove-proxy", "-x", &proxy_admin, "--force"]).await;
+    assert_eq!(out.ok(), format!("no proxy with address {proxy_admin}; nothing to do\n"));
+    c.servers.push(replica);
+}
