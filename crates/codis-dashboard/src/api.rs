@@ -304,11 +304,7 @@ async fn action_remove(State(t): S, Path((xauth, sid)): Path<(String, String)>) 
 }
 
 async fn action_interval(State(t): S, Path((xauth, value)): Path<(String, String)>) -> Response {
-    authed(&t, &xauth, || async {
-        t.set_action_interval(int(&value, "interval")?);
-        Ok(())
-    })
-    .await
+    authed(&t, &xauth, || async { t.set_action_interval(int(&value, "interval")?) }).await
 }
 
 async fn action_disabled(State(t): S, Path((xauth, value)): Path<(String, String)>) -> Response {

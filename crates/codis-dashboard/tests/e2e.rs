@@ -292,6 +292,13 @@ async fn migrate_and_rebalance(name: &str, module: bool) {
         .unwrap();
     let progress = stats["slot_action"]["progress"]["slots"].as_array().unwrap();
     assert!(progress.iter().any(|p| p["moved"].as_u64().unwrap() > 0 && p["state"] == "finished"));
+    // every slot of the rebalance is listed, finished, with nothing left
+    assert!(progress.len() >= 300, "{} entries", progress.len());
+    for p in progress {
+        assert_eq!(p["state"], "finished", "{p}");
+        assert_eq!(p["remaining"], 0, "{p}");
+        assert!(p["finished_at"].as_u64().unwrap() >= p["started"].as_u64().unwrap(), "{p}");
+    }
     assert_eq!(stats["group"]["modes"][c.servers[0].addr()], if module { "codis-slots" } else { "stock" });
 }
 
@@ -352,6 +359,9 @@ async fn api_errors_are_clear() {
     assert!(c.put(&format!("slots/action/create/{x}/5/7")).await.unwrap_err().contains("group-[7] doesn't exist"));
     assert!(c.put(&format!("slots/action/create-range/{x}/10/5/1")).await.unwrap_err().contains("invalid slot range"));
     assert!(c.put(&format!("group/remove/{x}/1")).await.unwrap_err().contains("isn't empty"));
+    let e = c.put(&format!("slots/action/interval/{x}/2000000")).await.unwrap_err();
+    assert!(e.contains("invalid action interval 2000000") && e.contains("0 to 1000000"), "{e}");
+    assert!(c.put(&format!("slots/action/interval/{x}/-1")).await.unwrap_err().contains("invalid action interval"));
     // a stock redis-server is accepted and reported as such
     let stock = RedisServer::start(&[]);
     c.put(&format!("group/create/{x}/2")).await.unwrap();

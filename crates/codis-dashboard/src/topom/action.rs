@@ -27,6 +27,9 @@ const SLOTS_PER_PAIR: usize = 8;
 /// keyspace: enough slots that a large move needs only a handful of passes.
 const STOCK_SLOTS_PER_PAIR: usize = 128;
 
+/// How long a finished slot's progress stays visible.
+const PROGRESS_KEEP_SECS: u64 = 600;
+
 /// Progress of one slot's migration, for the API and the UI.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SlotProgress {
@@ -36,10 +39,14 @@ pub struct SlotProgress {
     pub state: String,
     /// Keys moved so far (all databases).
     pub moved: u64,
-    /// Keys left in the database being emptied, after the last step.
-    pub remaining: i64,
-    /// Unix time the migration of this slot started.
+    /// Keys left in the database being emptied after the last step; null while not
+    /// known (before the first step, and on stock servers until a pass finds none).
+    pub remaining: Option<i64>,
+    /// Unix time the migration of this slot started (0 while queued).
     pub started: u64,
+    /// Unix time it finished; finished entries are dropped after [`PROGRESS_KEEP_SECS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
     pub elapsed_ms: u64,
     pub keys_per_sec: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,6 +206,23 @@ impl Topom {
             }
             self.put_slots(&mut cache, step.iter().map(|&s| next.slots[s as usize].clone()).collect()).await?;
         }
+        // The round's slots wait their turn in the UI as queued (started 0).
+        let now = now_unix();
+        let mut progress = self.action.progress.lock();
+        progress.retain(|_, p| p.finished_at.is_none_or(|t| now.saturating_sub(t) < PROGRESS_KEEP_SECS));
+        for &sid in sids {
+            let m = &cache.slots[sid as usize];
+            if m.action.state == action::MIGRATING && progress.get(&sid).is_none_or(|p| p.finished_at.is_some()) {
+                let queued = SlotProgress {
+                    slot: sid,
+                    from: m.group_id,
+                    to: m.action.target_id,
+                    state: action::MIGRATING.into(),
+                    ..Default::default()
+                };
+                progress.insert(sid, queued);
+            }
+        }
         Ok(())
     }
 
@@ -283,7 +307,7 @@ impl Topom {
                         )));
                     }
                 };
-                self.record_step(sid, db, moved, remaining, started);
+                self.record_step(sid, db, moved, Some(remaining), started);
                 if remaining == 0 {
                     break;
                 }
@@ -436,13 +460,10 @@ impl Topom {
                 }
             }
             for &sid in sids {
-                self.record_step(
-                    sid,
-                    0,
-                    found.get(&sid).copied().unwrap_or(0),
-                    found.get(&sid).copied().unwrap_or(0),
-                    started,
-                );
+                // Keys written during the pass may be left: only a pass that finds none
+                // says the slot is empty.
+                let moved = found.get(&sid).copied().unwrap_or(0);
+                self.record_step(sid, 0, moved, (moved == 0).then_some(0), started);
             }
             if found.is_empty() {
                 return Ok(true);
@@ -450,7 +471,7 @@ impl Topom {
         }
     }
 
-    fn record_step(&self, sid: i64, db: i64, moved: i64, remaining: i64, started: Instant) {
+    fn record_step(&self, sid: i64, db: i64, moved: i64, remaining: Option<i64>, started: Instant) {
         let mut progress = self.action.progress.lock();
         if let Some(p) = progress.get_mut(&sid) {
             p.moved += moved.max(0) as u64;
@@ -458,7 +479,8 @@ impl Topom {
             p.elapsed_ms = started.elapsed().as_millis() as u64;
             p.keys_per_sec = p.moved as f64 / started.elapsed().as_secs_f64().max(1e-3);
         }
-        *self.action.status.lock() = format!("[OK] Slot[{sid:04}]@DB[{db}]={remaining}");
+        let left = remaining.map_or("?".to_string(), |n| n.to_string());
+        *self.action.status.lock() = format!("[OK] Slot[{sid:04}]@DB[{db}]={left}");
     }
 
     /// `migrating` → `finished` → the slots belong to the target (one routing push per
@@ -495,6 +517,8 @@ impl Topom {
             if let Some(p) = progress.get_mut(&sid) {
                 p.state = action::FINISHED.into();
                 p.error = None;
+                p.remaining = Some(0);
+                p.finished_at = Some(now_unix());
             }
         }
         tracing::info!(slots = ?sids, "slots migrated");

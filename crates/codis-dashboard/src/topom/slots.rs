@@ -132,10 +132,15 @@ impl Topom {
     }
 
     /// Microseconds to pause between migration steps (0..=1s), to spare busy servers.
-    pub fn set_action_interval(&self, us: i64) {
-        let us = us.clamp(0, 1_000_000);
+    pub fn set_action_interval(&self, us: i64) -> Result<()> {
+        if !(0..=1_000_000).contains(&us) {
+            return Err(TopomError::msg(format!(
+                "invalid action interval {us}: use 0 to 1000000 microseconds between migration steps"
+            )));
+        }
         self.action.interval_us.store(us, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!("set action interval = {us}us");
+        Ok(())
     }
 
     /// Pauses (true) or resumes (false) migrations.
