@@ -3,7 +3,9 @@
 //! Requests are scheduled at their intended times, and latency is measured from that
 //! time, so a stall shows up as latency instead of silently lowering the rate.
 //! Prints one JSON line per second (`t, ops, errors, p50_us, p99_us, max_us`) and a
-//! summary line at the end.
+//! summary line at the end; with `--phase-file`, also a summary per phase (the file's
+//! content when each second began), so a benchmark can ask for the p99 over all the
+//! requests of a period rather than per second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +40,9 @@ struct Args {
     /// Stop when this file appears.
     #[arg(long)]
     stop_file: Option<String>,
+    /// Group samples by the content of this file (read once per second).
+    #[arg(long)]
+    phase_file: Option<String>,
 }
 
 struct Sample {
@@ -79,6 +84,10 @@ async fn main() -> Result<()> {
     drop(tx);
     let mut window: Vec<u64> = Vec::new();
     let mut all: Vec<u64> = Vec::new();
+    let read_phase =
+        || args.phase_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).map(|s| s.trim().to_string());
+    let mut phases: std::collections::BTreeMap<String, (Vec<u64>, u64)> = Default::default();
+    let mut phase = read_phase();
     let (mut errors, mut window_errors, mut second) = (0u64, 0u64, 1u64);
     loop {
         let deadline = start + Duration::from_secs(second);
@@ -88,9 +97,15 @@ async fn main() -> Result<()> {
                     // belongs to a later window: close this one first
                     report(second, &mut window, &mut window_errors);
                     second += 1;
+                    phase = read_phase();
                 }
                 window.push(s.latency_us);
                 all.push(s.latency_us);
+                if let Some(p) = &phase {
+                    let (samples, errs) = phases.entry(p.clone()).or_default();
+                    samples.push(s.latency_us);
+                    *errs += s.error as u64;
+                }
                 if s.error {
                     errors += 1;
                     window_errors += 1;
@@ -100,6 +115,7 @@ async fn main() -> Result<()> {
             Err(_) => {
                 report(second, &mut window, &mut window_errors);
                 second += 1;
+                phase = read_phase();
                 let done = (args.seconds > 0 && second > args.seconds)
                     || args.stop_file.as_ref().is_some_and(|f| std::path::Path::new(f).exists());
                 if done {
@@ -108,6 +124,14 @@ async fn main() -> Result<()> {
                 }
             }
         }
+    }
+    for (name, (mut samples, errs)) in phases {
+        let ops = samples.len();
+        let (p50, p99, max) = percentiles(&mut samples);
+        println!(
+            "{}",
+            serde_json::json!({"phase": name, "ops": ops, "errors": errs, "p50_us": p50, "p99_us": p99, "max_us": max})
+        );
     }
     let total = all.len();
     let (p50, p99, max) = percentiles(&mut all);
