@@ -101,6 +101,9 @@ session_keepalive_period = "75s"
 # Close a client's connection after a failed request instead of replying with an error.
 session_break_on_failure = false
 
+# codis-rs: allow KEYS, FLUSHDB and FLUSHALL, which the proxy runs on every group.
+session_allow_keyspace_commands = false
+
 # Metrics reporting (JSON over HTTP, InfluxDB, StatsD).
 metrics_report_server = ""
 metrics_report_period = "1s"
@@ -166,6 +169,8 @@ pub struct Config {
     pub session_max_pipeline: i64,
     pub session_keepalive_period: TimeSize,
     pub session_break_on_failure: bool,
+    /// codis-rs: KEYS, FLUSHDB and FLUSHALL are refused unless this is set.
+    pub session_allow_keyspace_commands: bool,
 
     pub metrics_report_server: String,
     pub metrics_report_period: TimeSize,

@@ -63,6 +63,30 @@ impl SlotRoute {
 pub struct RouteTable {
     pub version: u64,
     pub slots: Box<[SlotRoute]>,
+    /// Every master that holds keys (slot owners and migration sources), ordered by
+    /// group id then address, for the commands that run on all of them (DBSIZE, SCAN,
+    /// SCRIPT LOAD...). The order is stable as groups are added with higher ids.
+    pub groups: Box<[Arc<BackendPool>]>,
+}
+
+impl RouteTable {
+    fn new(version: u64, slots: Box<[SlotRoute]>) -> RouteTable {
+        let mut groups: Vec<(i64, Arc<BackendPool>)> = Vec::new();
+        for route in slots.iter() {
+            let m = &route.model;
+            for (gid, pool) in
+                [(m.backend_addr_group_id, &route.backend), (m.migrate_from_group_id, &route.migrate_from)]
+            {
+                if let Some(pool) = pool
+                    && !groups.iter().any(|(_, p)| Arc::ptr_eq(p, pool))
+                {
+                    groups.push((gid, pool.clone()));
+                }
+            }
+        }
+        groups.sort_by(|a, b| (a.0, a.1.addr()).cmp(&(b.0, b.1.addr())));
+        RouteTable { version, slots, groups: groups.into_iter().map(|(_, p)| p).collect() }
+    }
 }
 
 /// In-flight counters per worker, slot and epoch parity. Each counter is written by
@@ -145,7 +169,7 @@ impl Router {
             .map(|i| SlotRoute { model: Slot { id: i as i64, ..Default::default() }, ..Default::default() })
             .collect();
         Router {
-            table: ArcSwap::from_pointee(RouteTable { version: 0, slots }),
+            table: ArcSwap::from_pointee(RouteTable::new(0, slots)),
             version: AtomicU64::new(0),
             active: (0..workers.max(1)).map(|_| AtomicU64::new(IDLE)).collect(),
             gates: Arc::new(SlotGates::new(workers)),
@@ -250,7 +274,7 @@ impl Router {
             return Ok(());
         }
         let version = old.version + 1;
-        self.table.store(Arc::new(RouteTable { version, slots: routes.into_boxed_slice() }));
+        self.table.store(Arc::new(RouteTable::new(version, routes.into_boxed_slice())));
         self.version.store(version, Ordering::SeqCst);
         self.changed.send_replace(version);
         drop(old);
@@ -346,6 +370,26 @@ mod tests {
         r.fill_slots(&[slot(2, "127.0.0.1:1")]).await.unwrap();
         assert!(r.pool_by_addr(b"127.0.0.1:2").is_none());
         assert!(r.pool_by_addr(b"127.0.0.1:1").is_some());
+    }
+
+    #[tokio::test]
+    async fn groups_are_every_master_once_in_group_order() {
+        let r = Router::new(BackendSettings::default(), 1);
+        let with_gid = |id, addr: &str, gid| Slot { backend_addr_group_id: gid, ..slot(id, addr) };
+        let migrating =
+            Slot { migrate_from: "127.0.0.1:9".into(), migrate_from_group_id: 9, ..with_gid(3, "127.0.0.1:2", 2) };
+        r.fill_slots(&[
+            with_gid(0, "127.0.0.1:3", 3),
+            with_gid(1, "127.0.0.1:2", 2),
+            with_gid(2, "127.0.0.1:3", 3),
+            migrating,
+        ])
+        .await
+        .unwrap();
+        let t = r.load();
+        let addrs: Vec<&str> = t.groups.iter().map(|p| p.addr()).collect();
+        // the source of a migration holds keys too
+        assert_eq!(addrs, ["127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:9"]);
     }
 
     #[tokio::test]

@@ -228,8 +228,7 @@ async fn not_allowed_and_unknown_commands_keep_the_session() {
     let c = Cluster::start(1).await;
     let mut cl = c.client().await;
     for cmd in [
-        &["KEYS", "*"][..],
-        &["flushall"],
+        &["MONITOR"][..],
         &["CONFIG", "GET", "maxmemory"],
         &["SLOTSMGRT-EXEC-WRAPPER", "k", "get", "k"],
         &["BLPOP", "q", "0"],
@@ -237,6 +236,11 @@ async fn not_allowed_and_unknown_commands_keep_the_session() {
     ] {
         let Value::Error(e) = cl.cmd(cmd).await.unwrap() else { panic!("{cmd:?} must be refused") };
         assert!(e.contains("is not allowed"), "{e}");
+    }
+    // KEYS and FLUSH* run on every group: off unless the config allows them
+    for cmd in [&["KEYS", "*"][..], &["flushall"], &["FLUSHDB"]] {
+        let Value::Error(e) = cl.cmd(cmd).await.unwrap() else { panic!("{cmd:?} must be refused") };
+        assert!(e.contains("session_allow_keyspace_commands = true"), "{e}");
     }
     let Value::Error(e) = cl.cmd(&["NOSUCHCMD", "x"]).await.unwrap() else { panic!() };
     assert!(e.contains("unknown command"), "{e}");

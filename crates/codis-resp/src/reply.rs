@@ -312,6 +312,18 @@ impl ReplyView {
         Some(out)
     }
 
+    /// The data of a bulk string reply (`None` for anything else, nil included).
+    pub fn bulk_data(frame: &[u8]) -> Option<&[u8]> {
+        if frame.first() != Some(&b'$') {
+            return None;
+        }
+        let Ok(Line::Int(n, pos)) = read_line(frame, 1) else {
+            return None;
+        };
+        let end = pos.checked_add(usize::try_from(n).ok()?)?;
+        (frame.len() == end + 2 && frame.ends_with(b"\r\n")).then(|| &frame[pos..end])
+    }
+
     /// The text of an error reply without the leading `-` and the trailing CRLF.
     pub fn error_text(frame: &[u8]) -> Option<&[u8]> {
         (frame.first() == Some(&b'-') && frame.ends_with(b"\r\n")).then(|| &frame[1..frame.len() - 2])
@@ -398,6 +410,11 @@ mod tests {
         assert_eq!(parse_integer(b":12\r\n"), Some(12));
         assert_eq!(parse_integer(b"+12\r\n"), None);
         assert_eq!(ReplyView::error_text(b"-ERR x\r\n"), Some(&b"ERR x"[..]));
+        assert_eq!(ReplyView::bulk_data(b"$3\r\nabc\r\n"), Some(&b"abc"[..]));
+        assert_eq!(ReplyView::bulk_data(b"$0\r\n\r\n"), Some(&b""[..]));
+        assert_eq!(ReplyView::bulk_data(b"$-1\r\n"), None);
+        assert_eq!(ReplyView::bulk_data(b"$5\r\nabc\r\n"), None);
+        assert_eq!(ReplyView::bulk_data(b"+OK\r\n"), None);
         assert_eq!(ReplyKind::of(b">1\r\n"), ReplyKind::Push);
     }
 }

@@ -43,6 +43,64 @@ pub enum Handler {
     SlotsScan,
     SlotsMapping,
     SlotsHashKey,
+    /// Sent to every group's master, replies merged (see [`broadcast_merge`]).
+    Broadcast,
+    /// `SCAN` across groups, one group after another.
+    Scan,
+    /// `CLIENT SETNAME/GETNAME/ID/INFO`, answered by the proxy.
+    Client,
+    Hello,
+    Reset,
+}
+
+/// How the replies of a command sent to several backends become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// `MGET`: values put back in key order.
+    Mget,
+    /// `OK` when every part is `OK`, else the first other reply.
+    AllOk,
+    /// Sum of integer replies.
+    Sum,
+    /// Every part must give the same reply (`SCRIPT LOAD`'s SHA, `FUNCTION LOAD`'s name).
+    Same,
+    /// Integer arrays combined element-wise with AND (`SCRIPT EXISTS`).
+    And,
+    /// Arrays concatenated (`KEYS`).
+    Concat,
+    /// The first part's reply (listings that every group holds the same way).
+    First,
+    /// The first reply that is not nil (`RANDOMKEY`).
+    NonNil,
+    /// `OK` when any part is `OK` (`SCRIPT KILL`: the script runs on one group only).
+    AnyOk,
+}
+
+/// Why a broadcast command is refused.
+pub enum BroadcastRefusal {
+    /// Needs `session_allow_keyspace_commands`.
+    Disabled,
+    /// A subcommand that makes no sense through the proxy.
+    Unsupported,
+}
+
+/// The merge for a command sent to every group, by command and subcommand. KEYS,
+/// FLUSHDB and FLUSHALL touch every key of every group, so they need `allow_keyspace`.
+pub fn broadcast_merge(name: &str, sub: Option<&[u8]>, allow_keyspace: bool) -> Result<Merge, BroadcastRefusal> {
+    let sub = sub.map(|s| s.to_ascii_uppercase());
+    Ok(match (name, sub.as_deref()) {
+        ("DBSIZE", _) => Merge::Sum,
+        ("RANDOMKEY", _) => Merge::NonNil,
+        ("KEYS" | "FLUSHDB" | "FLUSHALL", _) if !allow_keyspace => return Err(BroadcastRefusal::Disabled),
+        ("KEYS", _) => Merge::Concat,
+        ("FLUSHDB" | "FLUSHALL", _) => Merge::AllOk,
+        ("SCRIPT", Some(b"LOAD")) | ("FUNCTION", Some(b"LOAD")) => Merge::Same,
+        ("SCRIPT", Some(b"EXISTS")) => Merge::And,
+        ("SCRIPT", Some(b"FLUSH")) | ("FUNCTION", Some(b"FLUSH" | b"DELETE" | b"RESTORE")) => Merge::AllOk,
+        ("SCRIPT" | "FUNCTION", Some(b"KILL")) => Merge::AnyOk,
+        ("SCRIPT" | "FUNCTION", Some(b"HELP")) | ("FUNCTION", Some(b"LIST" | b"DUMP" | b"STATS")) => Merge::First,
+        _ => return Err(BroadcastRefusal::Unsupported),
+    })
 }
 
 /// Multi-key commands the proxy splits, and how it merges their replies.
@@ -60,6 +118,14 @@ impl SplitKind {
     /// Arguments per key (`MSET` carries a value with each key).
     pub fn stride(self) -> usize {
         if self == SplitKind::Mset { 2 } else { 1 }
+    }
+
+    pub fn merge(self) -> Merge {
+        match self {
+            SplitKind::Mget => Merge::Mget,
+            SplitKind::Mset => Merge::AllOk,
+            SplitKind::Sum => Merge::Sum,
+        }
     }
 }
 
@@ -92,11 +158,13 @@ impl Command {
     }
 }
 
-/// Codis 3.2's refused commands, plus what newer Redis versions added in the same
-/// spirit (server administration, replication, cluster, pub/sub). Commands of Redis's
-/// `admin` category and blocking commands are refused as well without being listed:
-/// a blocked command would stall every session sharing its backend connection.
-/// `XREAD`/`XREADGROUP` block only with `BLOCK`, which the session checks per request.
+/// Codis 3.2's refused commands that codis-rs still refuses, plus what newer Redis
+/// versions added in the same spirit (server administration, replication, cluster,
+/// pub/sub). Commands of Redis's `admin` category and blocking commands are refused as
+/// well without being listed: a blocked command would stall every session sharing its
+/// backend connection. `XREAD`/`XREADGROUP` block only with `BLOCK`, which the session
+/// checks per request. (Codis also refused DBSIZE, KEYS, FLUSHDB, FLUSHALL, RANDOMKEY,
+/// SCAN, SCRIPT, FUNCTION, FCALL, CLIENT, HELLO and RESET; the proxy serves them.)
 const NOT_ALLOWED: &[&str] = &[
     "ASKING",
     "BGREWRITEAOF",
@@ -110,17 +178,12 @@ const NOT_ALLOWED: &[&str] = &[
     "BZPOPMIN",
     "BZPOPMAX",
     "BZMPOP",
-    "CLIENT",
     "CLUSTER",
     "CONFIG",
-    "DBSIZE",
     "DEBUG",
     "DISCARD",
     "EXEC",
-    "FLUSHALL",
-    "FLUSHDB",
     "HOST:",
-    "KEYS",
     "LASTSAVE",
     "LATENCY",
     "MIGRATE",
@@ -134,7 +197,6 @@ const NOT_ALLOWED: &[&str] = &[
     "PSYNC",
     "PUBLISH",
     "PUNSUBSCRIBE",
-    "RANDOMKEY",
     "READONLY",
     "READWRITE",
     "RENAME",
@@ -143,8 +205,6 @@ const NOT_ALLOWED: &[&str] = &[
     "RESTORE",
     "RESTORE-ASKING",
     "SAVE",
-    "SCAN",
-    "SCRIPT",
     "SHUTDOWN",
     "SLAVEOF",
     "REPLICAOF",
@@ -160,16 +220,11 @@ const NOT_ALLOWED: &[&str] = &[
     "SUNSUBSCRIBE",
     "SPUBLISH",
     "PUBSUB",
-    "FUNCTION",
-    "FCALL",
-    "FCALL_RO",
     "ACL",
     "MODULE",
     "SWAPDB",
     "FAILOVER",
     "MEMORY",
-    "HELLO",
-    "RESET",
     "WAITAOF",
     "SLOTSCHECK",
     "SLOTSDEL",
@@ -195,10 +250,11 @@ const NOT_ALLOWED: &[&str] = &[
 ];
 
 /// Reads that never go to a replica.
-const MASTER_ONLY: &[&str] = &["HSCAN", "SSCAN", "ZSCAN", "SLOTSINFO", "SLOTSSCAN"];
+const MASTER_ONLY: &[&str] =
+    &["HSCAN", "SSCAN", "ZSCAN", "SLOTSINFO", "SLOTSSCAN", "SCAN", "KEYS", "DBSIZE", "RANDOMKEY", "FCALL_RO"];
 
 /// Commands whose effect Redis cannot know in advance.
-const MAY_WRITE: &[&str] = &["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO"];
+const MAY_WRITE: &[&str] = &["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL"];
 
 /// Commands that exist only on codis-server (or only in the proxy).
 const EXTRA: &[&str] = &[
@@ -246,6 +302,11 @@ fn handler_of(name: &str) -> Handler {
         "SLOTSSCAN" => Handler::SlotsScan,
         "SLOTSMAPPING" => Handler::SlotsMapping,
         "SLOTSHASHKEY" => Handler::SlotsHashKey,
+        "DBSIZE" | "RANDOMKEY" | "KEYS" | "FLUSHDB" | "FLUSHALL" | "SCRIPT" | "FUNCTION" => Handler::Broadcast,
+        "SCAN" => Handler::Scan,
+        "CLIENT" => Handler::Client,
+        "HELLO" => Handler::Hello,
+        "RESET" => Handler::Reset,
         _ => Handler::Forward,
     }
 }
@@ -365,7 +426,10 @@ mod tests {
     fn classes() {
         assert!(lookup(b"get").is_read_only());
         assert!(!lookup(b"SET").is_read_only());
-        assert!(lookup(b"keys").is_not_allowed());
+        assert!(lookup(b"monitor").is_not_allowed());
+        assert_eq!(lookup(b"keys").handler, Handler::Broadcast);
+        assert!(!lookup(b"keys").is_not_allowed() && !lookup(b"script").is_not_allowed());
+        assert!(lookup(b"scan").is_master_only() && !lookup(b"fcall").is_read_only());
         assert!(lookup(b"Slotsmgrt-Exec-Wrapper").is_not_allowed(), "hyphenated names are classified");
         assert!(lookup(b"SLOTSRESTORE-ASYNC-ACK").is_not_allowed());
         assert!(lookup(b"config").is_not_allowed(), "admin commands are refused");

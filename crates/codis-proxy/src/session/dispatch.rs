@@ -28,7 +28,7 @@ enum Target {
 impl Session {
     pub(super) fn dispatch_request(&mut self, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         let cmd = command::lookup(req.arg(0));
-        if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit) {
+        if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit | Handler::Hello | Handler::Reset) {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
         }
         if cmd.is_not_allowed() {
@@ -90,6 +90,11 @@ impl Session {
                     "ERR wrong number of arguments for 'SLOTSINFO' command (usage: SLOTSINFO <backend addr>)",
                 ),
             },
+            Handler::Broadcast => self.broadcast(cmd, req, start, table),
+            Handler::Scan => self.scan(cmd, req, start, table),
+            Handler::Client => self.client(cmd, &req, start),
+            Handler::Hello => self.hello(cmd, &req, start),
+            Handler::Reset => self.reset(cmd, start),
             Handler::SlotsScan => match parse_slot(req.get(1)) {
                 Ok(slot) => self.send_to(cmd, Target::Slot(slot, None), req, start, table),
                 Err(e) => self.fail(cmd, start, &e),
@@ -108,30 +113,8 @@ impl Session {
     }
 
     /// An error made by the proxy (counted as a failure).
-    fn fail(&mut self, cmd: &Command, start: Instant, msg: &str) {
+    pub(super) fn fail(&mut self, cmd: &Command, start: Instant, msg: &str) {
         self.reply_now(cmd.id, start, error_reply(msg), true)
-    }
-
-    fn auth(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant) {
-        let password = match req.argc() {
-            2 => req.arg(1),
-            3 if req.arg(1) == b"default" => req.arg(2),
-            3 => {
-                self.authorized = self.shared.config.session_auth.is_empty() && self.authorized;
-                return self.fail(cmd, start, "WRONGPASS invalid username-password pair or user is disabled.");
-            }
-            _ => return self.fail(cmd, start, &arity_error("auth")),
-        };
-        let expected = self.shared.config.session_auth.as_bytes();
-        if expected.is_empty() {
-            self.fail(cmd, start, "ERR Client sent AUTH, but no password is set")
-        } else if !constant_time_eq(password, expected) {
-            self.authorized = false;
-            self.fail(cmd, start, "ERR invalid password")
-        } else {
-            self.authorized = true;
-            self.reply_static(cmd, start, OK)
-        }
     }
 
     fn select(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant) {
@@ -387,8 +370,11 @@ impl Session {
             .collect();
         self.seed = self.seed.wrapping_add(1);
         let single = parts.len() == 1;
-        let state =
-            if single { State::Waiting } else { State::Split(Box::new(Split::new(kind, parts.len(), positions))) };
+        let state = if single {
+            State::Waiting
+        } else {
+            State::Split(Box::new(Split::new(kind.merge(), parts.len(), positions)))
+        };
         let seq = self.pending.push(cmd.id, start, state);
         let primary_only = self.shared.config.backend_primary_only;
         for (i, (part, t)) in parts.iter().zip(tickets).enumerate() {
@@ -432,7 +418,7 @@ struct Part {
     slots: Vec<u16>,
 }
 
-fn encode_args<'a>(args: impl Iterator<Item = &'a [u8]>, count: usize) -> Bytes {
+pub(super) fn encode_args<'a>(args: impl Iterator<Item = &'a [u8]>, count: usize) -> Bytes {
     let mut out = BytesMut::with_capacity(16 + count * 24);
     out.put_array_len(count);
     for a in args {
@@ -477,7 +463,7 @@ fn pick_conn<'a>(route: &'a SlotRoute, cmd: &Command, db: usize, seed: usize, pr
     master.conn(db, seed)
 }
 
-fn arity_error(name: &str) -> String {
+pub(super) fn arity_error(name: &str) -> String {
     format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase())
 }
 
@@ -499,9 +485,4 @@ fn parse_slot(arg: Option<&[u8]>) -> Result<u16, String> {
         Ok(_) => Err(format!("ERR parse slotnum '{text}' failed, out of range")),
         Err(e) => Err(format!("ERR parse slotnum '{text}' failed, {e}")),
     }
-}
-
-/// Compares secrets without revealing the position of the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -9,9 +9,11 @@
 //! flight the session simply stops reading; the kernel's socket buffers then push back
 //! on the client, which resumes as soon as replies drain.
 
+mod connection;
 mod dispatch;
 mod migrate;
 mod pending;
+mod scan;
 
 use std::io;
 use std::sync::Arc;
@@ -62,6 +64,10 @@ struct Session {
     max_pipeline: usize,
     db: usize,
     authorized: bool,
+    /// `CLIENT ID`.
+    id: u64,
+    /// `CLIENT SETNAME`.
+    name: Option<Bytes>,
     /// No more requests are read (QUIT, protocol error, failure with break-on-failure).
     closing: bool,
     /// A request waiting for its slot to be unlocked.
@@ -94,6 +100,8 @@ impl Session {
             max_pipeline: config.session_max_pipeline.max(1) as usize,
             db: 0,
             authorized: config.session_auth.is_empty(),
+            id: connection::next_id(),
+            name: None,
             closing: false,
             stalled: None,
             changes: shared.router.subscribe(),

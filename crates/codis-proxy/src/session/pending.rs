@@ -11,7 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use codis_resp::{Encoder, ReplyKind, ReplyView, parse_integer};
 
 use super::migrate::Migration;
-use crate::command::SplitKind;
+use crate::command::Merge;
+use crate::reply::error_reply;
 
 pub(crate) enum State {
     /// Answered; `proxy_error` marks errors the proxy made up.
@@ -24,6 +25,9 @@ pub(crate) enum State {
     Info(Bytes),
     /// Waiting for a migration step on the slot's source (see [`super::migrate`]).
     Migrating(Box<Migration>),
+    /// `SCAN` on group `index` of `groups`: the group's cursor is turned into the
+    /// proxy's (see [`super::scan`]).
+    Scan { index: usize, groups: usize },
 }
 
 /// One part of a split command.
@@ -50,7 +54,7 @@ pub(crate) struct Entry {
 
 /// The parts of one split command and how to put their replies back together.
 pub(crate) struct Split {
-    kind: SplitKind,
+    kind: Merge,
     parts: Vec<Part>,
     remaining: usize,
     /// For `MGET`: each key's part and position within that part's reply.
@@ -58,7 +62,7 @@ pub(crate) struct Split {
 }
 
 impl Split {
-    pub fn new(kind: SplitKind, parts: usize, positions: Vec<(u32, u32)>) -> Split {
+    pub fn new(kind: Merge, parts: usize, positions: Vec<(u32, u32)>) -> Split {
         Split { kind, parts: (0..parts).map(|_| Part::Waiting).collect(), remaining: parts, positions }
     }
 
@@ -78,39 +82,97 @@ impl Split {
             })
             .collect();
         let proxy_error = parts.iter().any(|p| p.1);
-        let mut out = BytesMut::new();
-        match self.kind {
-            SplitKind::Mget => {
-                let elements: Vec<Option<Vec<std::ops::Range<usize>>>> =
-                    parts.iter().map(|(r, _)| ReplyView::array_elements(r)).collect();
-                out.put_array_len(self.positions.len());
-                for &(part, pos) in &self.positions {
-                    let reply = &parts[part as usize].0;
-                    match elements[part as usize].as_ref().and_then(|e| e.get(pos as usize)) {
-                        Some(range) => out.put_slice(&reply[range.clone()]),
-                        // The part failed as a whole: its keys get its error.
-                        None if ReplyKind::of(reply) == ReplyKind::Error => out.put_slice(reply),
-                        None => out.put_error("ERR unexpected reply from backend to MGET"),
-                    }
+        let replies: Vec<&Bytes> = parts.iter().map(|p| p.0).collect();
+        (merge(self.kind, &replies, &self.positions), proxy_error)
+    }
+}
+
+/// Puts the replies of the parts of one command together (see [`Merge`]).
+fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
+    let is_error = |r: &Bytes| ReplyKind::of(r) == ReplyKind::Error;
+    let first_error = || parts.iter().find(|r| is_error(r)).map(|r| (*r).clone());
+    let mut out = BytesMut::new();
+    match kind {
+        Merge::Mget => {
+            let elements: Vec<Option<Vec<std::ops::Range<usize>>>> =
+                parts.iter().map(|r| ReplyView::array_elements(r)).collect();
+            out.put_array_len(positions.len());
+            for &(part, pos) in positions {
+                let reply = parts[part as usize];
+                match elements[part as usize].as_ref().and_then(|e| e.get(pos as usize)) {
+                    Some(range) => out.put_slice(&reply[range.clone()]),
+                    // The part failed as a whole: its keys get its error.
+                    None if is_error(reply) => out.put_slice(reply),
+                    None => out.put_error("ERR unexpected reply from backend to MGET"),
                 }
-            }
-            SplitKind::Mset => match parts.iter().find(|(r, _)| &r[..] != b"+OK\r\n") {
-                Some((r, _)) => return ((*r).clone(), proxy_error),
-                None => out.put_simple(b"OK"),
-            },
-            SplitKind::Sum => {
-                let mut sum = 0i64;
-                for (r, _) in &parts {
-                    match parse_integer(r) {
-                        Some(n) => sum += n,
-                        None => return ((*r).clone(), proxy_error),
-                    }
-                }
-                out.put_integer(sum);
             }
         }
-        (out.freeze(), proxy_error)
+        Merge::AllOk => match parts.iter().find(|r| &r[..] != b"+OK\r\n") {
+            Some(r) => return (*r).clone(),
+            None => out.put_simple(b"OK"),
+        },
+        Merge::AnyOk => match parts.iter().find(|r| &r[..] == b"+OK\r\n") {
+            Some(r) => return (*r).clone(),
+            None => return parts[0].clone(),
+        },
+        Merge::Sum => {
+            let mut sum = 0i64;
+            for r in parts {
+                match parse_integer(r) {
+                    Some(n) => sum += n,
+                    None => return (*r).clone(),
+                }
+            }
+            out.put_integer(sum);
+        }
+        Merge::Same => {
+            if let Some(e) = first_error() {
+                return e;
+            }
+            if parts.iter().any(|r| r != &parts[0]) {
+                out.put_error("ERR the groups answered differently; run the command again");
+            } else {
+                return parts[0].clone();
+            }
+        }
+        Merge::First => return parts[0].clone(),
+        Merge::NonNil => {
+            let nil = |r: &Bytes| &r[..] == b"$-1\r\n" || &r[..] == b"_\r\n";
+            return match parts.iter().find(|r| !nil(r) && !is_error(r)) {
+                Some(r) => (*r).clone(),
+                None => first_error().unwrap_or_else(|| parts[0].clone()),
+            };
+        }
+        Merge::And | Merge::Concat => {
+            if let Some(e) = first_error() {
+                return e;
+            }
+            let arrays: Option<Vec<Vec<std::ops::Range<usize>>>> =
+                parts.iter().map(|r| ReplyView::array_elements(r)).collect();
+            let Some(arrays) = arrays else {
+                return error_reply("ERR unexpected reply from backend: expected an array");
+            };
+            if kind == Merge::Concat {
+                out.put_array_len(arrays.iter().map(Vec::len).sum());
+                for (r, elements) in parts.iter().zip(&arrays) {
+                    for e in elements {
+                        out.put_slice(&r[e.clone()]);
+                    }
+                }
+            } else {
+                let n = arrays[0].len();
+                if arrays.iter().any(|a| a.len() != n) {
+                    return error_reply("ERR the groups answered differently; run the command again");
+                }
+                out.put_array_len(n);
+                for i in 0..n {
+                    let all = parts.iter().zip(&arrays).all(|(r, a)| parse_integer(&r[a[i].clone()]) == Some(1));
+                    out.put_integer(all as i64);
+                }
+            }
+        }
     }
+    out.freeze()
 }
 
 #[derive(Default)]
@@ -182,6 +244,10 @@ impl Pending {
             }
             State::Info(section) => {
                 let reply = info_reply(section, &reply);
+                entry.state = State::Ready { reply, proxy_error };
+            }
+            &mut State::Scan { index, groups } => {
+                let reply = super::scan::proxy_reply(&reply, index, groups);
                 entry.state = State::Ready { reply, proxy_error };
             }
             State::Ready { .. } => {}
@@ -261,7 +327,7 @@ mod tests {
     fn mget_merges_in_key_order_with_per_key_errors() {
         let mut p = Pending::default();
         // keys k0 k1 k2 k3: parts 0 = [k0, k2], 1 = [k1], 2 = [k3]
-        let split = Split::new(SplitKind::Mget, 3, vec![(0, 0), (1, 0), (0, 1), (2, 0)]);
+        let split = Split::new(Merge::Mget, 3, vec![(0, 0), (1, 0), (0, 1), (2, 0)]);
         let seq = p.push(0, Instant::now(), State::Split(Box::new(split)));
         deliver(&mut p, seq, 1, b"*1\r\n$2\r\nv1\r\n");
         deliver(&mut p, seq, 2, b"-ERR backend down\r\n");
@@ -274,15 +340,15 @@ mod tests {
     #[test]
     fn sums_and_mset() {
         let mut p = Pending::default();
-        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))));
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(Merge::Sum, 2, vec![]))));
         deliver(&mut p, s, 0, b":2\r\n");
         deliver(&mut p, s, 1, b":3\r\n");
         assert_eq!(&p.pop_ready().unwrap().1[..], b":5\r\n");
-        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(SplitKind::Mset, 2, vec![]))));
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(Merge::AllOk, 2, vec![]))));
         deliver(&mut p, s, 0, b"+OK\r\n");
         deliver(&mut p, s, 1, b"-ERR x\r\n");
         assert_eq!(&p.pop_ready().unwrap().1[..], b"-ERR x\r\n");
-        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(SplitKind::Sum, 2, vec![]))));
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(Merge::Sum, 2, vec![]))));
         deliver(&mut p, s, 0, b"-ERR y\r\n");
         deliver(&mut p, s, 1, b":1\r\n");
         assert_eq!(&p.pop_ready().unwrap().1[..], b"-ERR y\r\n");

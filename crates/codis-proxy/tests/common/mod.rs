@@ -28,6 +28,7 @@ pub fn slots_for(servers: &[String]) -> Vec<Slot> {
         .map(|i| Slot {
             id: i as i64,
             backend_addr: servers[server_of_slot(i, servers.len())].clone(),
+            backend_addr_group_id: server_of_slot(i, servers.len()) as i64 + 1,
             ..Default::default()
         })
         .collect()
