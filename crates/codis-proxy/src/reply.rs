@@ -17,6 +17,10 @@ use parking_lot::Mutex;
 
 use crate::router::SlotGates;
 
+/// The part number of a reply nobody waits for (the MULTI and QUEUED replies of a
+/// transaction the proxy queued itself); the session drops it.
+pub const DISCARD_PART: u32 = u32::MAX;
+
 /// Replies at least this large are passed by reference instead of copied.
 pub const SHARE_LIMIT: usize = 16 << 10;
 

@@ -52,6 +52,14 @@ pub(super) async fn run(
         failures += 1;
         *shared.last_error.lock() = err.clone();
         shared.state.store(DOWN, Ordering::Relaxed);
+        if shared.private {
+            // Lost for good (see `PrivateConn`): fail whatever still comes.
+            tracing::debug!(addr = %shared.addr, error = %err, "private backend connection lost");
+            while let Some(batch) = rx.recv().await {
+                batch.fail(&shared.unavailable());
+            }
+            return;
+        }
         let delay = backoff(failures);
         tracing::warn!(addr = %shared.addr, db = shared.db, error = %err, retry_in = ?delay, "backend unavailable");
         // While waiting to retry, requests fail at once rather than pile up.
@@ -97,28 +105,37 @@ async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpS
     if shared.db != 0 {
         setup.push((encode_request([&b"SELECT"[..], shared.db.to_string().as_bytes()]), "SELECT"));
     }
+    if shared.private {
+        setup.push((encode_request(["CLIENT", "ID"]), "CLIENT ID"));
+    }
     if !setup.is_empty() {
         let deadline = Instant::now() + settings.connect_timeout;
-        handshake(&stream, &setup, deadline).await?;
+        let replies = handshake(&stream, &setup, deadline).await?;
+        if shared.private
+            && let Some(id) = replies.last().and_then(|r| codis_resp::parse_integer(r))
+        {
+            shared.client_id.store(id, Ordering::Relaxed);
+        }
     }
     Ok(stream)
 }
 
-/// Sends AUTH/SELECT and checks their replies before the connection takes traffic.
-async fn handshake(stream: &TcpStream, setup: &[(Bytes, &str)], deadline: Instant) -> Result<(), String> {
+/// Sends AUTH/SELECT (and CLIENT ID) and checks their replies before the connection
+/// takes traffic; returns the replies.
+async fn handshake(stream: &TcpStream, setup: &[(Bytes, &str)], deadline: Instant) -> Result<Vec<Bytes>, String> {
     let mut out = OutQueue::default();
     for (req, _) in setup {
         out.push(req);
     }
     let mut buf = BytesMut::with_capacity(512);
     let mut scanner = ReplyScanner::default();
-    let mut answered = 0;
+    let mut replies = Vec::with_capacity(setup.len());
     let io = async {
         while !out.is_empty() {
             stream.writable().await.map_err(|e| e.to_string())?;
             out.write_to(stream).map_err(|e| e.to_string())?;
         }
-        while answered < setup.len() {
+        while replies.len() < setup.len() {
             stream.readable().await.map_err(|e| e.to_string())?;
             match read_available(stream, &mut buf, 512) {
                 Ok(0) => return Err("connection closed during AUTH/SELECT".to_string()),
@@ -127,23 +144,26 @@ async fn handshake(stream: &TcpStream, setup: &[(Bytes, &str)], deadline: Instan
                 Err(e) => return Err(e.to_string()),
             }
             while let Some(len) = scanner.scan(&buf).map_err(|e| e.to_string())? {
-                let frame = buf.split_to(len);
-                let what = setup[answered].1;
-                answered += 1;
+                let frame = buf.split_to(len).freeze();
+                let what = setup[replies.len()].1;
                 if let Some(err) = ReplyView::error_text(&frame) {
                     let err = String::from_utf8_lossy(err);
                     // A server without a password rejects AUTH; that is not a reason to stay down.
                     let no_password = what == "AUTH"
                         && (err.contains("without any password configured") || err.contains("no password is set"));
                     if !no_password {
-                        let hint =
-                            if what == "AUTH" { " (check product_auth)" } else { " (check backend_number_databases)" };
+                        let hint = match what {
+                            "AUTH" => " (check product_auth)",
+                            "SELECT" => " (check backend_number_databases)",
+                            _ => "",
+                        };
                         return Err(format!("{what} failed: {err}{hint}"));
                     }
                 }
+                replies.push(frame);
             }
         }
-        Ok(())
+        Ok(replies)
     };
     match tokio::time::timeout_at(deadline, io).await {
         Ok(r) => r,

@@ -4,10 +4,13 @@
 //! It opens connections per database only when a session first uses that database
 //! (Codis opened all 16 up front), `parallel` of them per database, each one a
 //! pipelined, multiplexed connection driven by its own task (see [`conn`]).
+//!
+//! A [`PrivateConn`] is one session's own connection, for what holds a connection:
+//! blocking commands and transactions.
 
 mod conn;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -92,6 +95,10 @@ struct ConnShared {
     db: usize,
     state: AtomicU8,
     last_error: Mutex<String>,
+    /// A private connection: asks its CLIENT ID, and never reconnects.
+    private: bool,
+    /// The server's id for this connection (private connections), or -1.
+    client_id: AtomicI64,
 }
 
 impl ConnShared {
@@ -139,11 +146,26 @@ pub struct BackendConn {
 
 impl BackendConn {
     fn spawn(addr: Arc<str>, db: usize, settings: Arc<BackendSettings>) -> BackendConn {
+        Self::spawn_task(addr, db, settings, false).0
+    }
+
+    fn spawn_task(
+        addr: Arc<str>,
+        db: usize,
+        settings: Arc<BackendSettings>,
+        private: bool,
+    ) -> (BackendConn, tokio::task::AbortHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared =
-            Arc::new(ConnShared { addr, db, state: AtomicU8::new(CONNECTING), last_error: Mutex::new(String::new()) });
-        tokio::spawn(conn::run(rx, shared.clone(), settings));
-        BackendConn { handle: ConnHandle { tx, shared } }
+        let shared = Arc::new(ConnShared {
+            addr,
+            db,
+            state: AtomicU8::new(CONNECTING),
+            last_error: Mutex::new(String::new()),
+            private,
+            client_id: AtomicI64::new(-1),
+        });
+        let task = tokio::spawn(conn::run(rx, shared.clone(), settings));
+        (BackendConn { handle: ConnHandle { tx, shared } }, task.abort_handle())
     }
 
     pub fn is_up(&self) -> bool {
@@ -152,6 +174,55 @@ impl BackendConn {
 
     pub fn handle(&self) -> &ConnHandle {
         &self.handle
+    }
+}
+
+/// A connection one session owns, for commands that hold a connection: a blocked
+/// command would stall a shared one, and WATCH/MULTI state belongs to one client.
+/// It has no reply timeout and no health-check PING (a blocked command may wait
+/// forever), and it never reconnects: a WATCH or a block must not silently vanish with
+/// a reconnect, so once lost, everything sent to it fails and the session opens a new
+/// one. Dropping it closes the socket at once, which also releases a blocked command.
+pub struct PrivateConn {
+    conn: BackendConn,
+    task: tokio::task::AbortHandle,
+}
+
+impl PrivateConn {
+    pub fn open(addr: &str, db: usize, settings: &BackendSettings) -> PrivateConn {
+        let settings =
+            BackendSettings { recv_timeout: Duration::ZERO, ping_period: Duration::ZERO, ..settings.clone() };
+        let (conn, task) = BackendConn::spawn_task(addr.into(), db, Arc::new(settings), true);
+        PrivateConn { conn, task }
+    }
+
+    pub fn conn(&self) -> &BackendConn {
+        &self.conn
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.conn.handle.shared.addr
+    }
+
+    pub fn db(&self) -> usize {
+        self.conn.handle.shared.db
+    }
+
+    /// Not lost yet (still connecting counts as usable: requests queue meanwhile).
+    pub fn is_usable(&self) -> bool {
+        self.conn.handle.shared.state.load(Ordering::Relaxed) != DOWN
+    }
+
+    /// The server's CLIENT ID for this connection, once connected.
+    pub fn client_id(&self) -> Option<i64> {
+        let id = self.conn.handle.shared.client_id.load(Ordering::Relaxed);
+        (id >= 0).then_some(id)
+    }
+}
+
+impl Drop for PrivateConn {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

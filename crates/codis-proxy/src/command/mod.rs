@@ -51,6 +51,14 @@ pub enum Handler {
     Client,
     Hello,
     Reset,
+    /// Blocking commands (BLPOP...): on the session's own connection.
+    Blocking,
+    Wait,
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
 }
 
 /// How the replies of a command sent to several backends become one.
@@ -74,6 +82,8 @@ pub enum Merge {
     NonNil,
     /// `OK` when any part is `OK` (`SCRIPT KILL`: the script runs on one group only).
     AnyOk,
+    /// The smallest integer (`WAIT`: replicas that acknowledged, in every group).
+    Min,
 }
 
 /// Why a broadcast command is refused.
@@ -160,29 +170,18 @@ impl Command {
 
 /// Codis 3.2's refused commands that codis-rs still refuses, plus what newer Redis
 /// versions added in the same spirit (server administration, replication, cluster,
-/// pub/sub). Commands of Redis's `admin` category and blocking commands are refused as
-/// well without being listed: a blocked command would stall every session sharing its
-/// backend connection. `XREAD`/`XREADGROUP` block only with `BLOCK`, which the session
-/// checks per request. (Codis also refused DBSIZE, KEYS, FLUSHDB, FLUSHALL, RANDOMKEY,
-/// SCAN, SCRIPT, FUNCTION, FCALL, CLIENT, HELLO and RESET; the proxy serves them.)
+/// pub/sub). Commands of Redis's `admin` category are refused as well without being
+/// listed. (Codis also refused DBSIZE, KEYS, FLUSHDB, FLUSHALL, RANDOMKEY, SCAN,
+/// SCRIPT, FUNCTION, FCALL, CLIENT, HELLO, RESET, MULTI/EXEC/WATCH, WAIT and the
+/// blocking commands; the proxy serves them, blocking ones on a connection of their own.)
 const NOT_ALLOWED: &[&str] = &[
     "ASKING",
     "BGREWRITEAOF",
     "BGSAVE",
     "BITOP",
-    "BLPOP",
-    "BRPOP",
-    "BRPOPLPUSH",
-    "BLMOVE",
-    "BLMPOP",
-    "BZPOPMIN",
-    "BZPOPMAX",
-    "BZMPOP",
     "CLUSTER",
     "CONFIG",
     "DEBUG",
-    "DISCARD",
-    "EXEC",
     "HOST:",
     "LASTSAVE",
     "LATENCY",
@@ -190,7 +189,6 @@ const NOT_ALLOWED: &[&str] = &[
     "MONITOR",
     "MOVE",
     "MSETNX",
-    "MULTI",
     "OBJECT",
     "POST",
     "PSUBSCRIBE",
@@ -213,9 +211,6 @@ const NOT_ALLOWED: &[&str] = &[
     "SYNC",
     "TIME",
     "UNSUBSCRIBE",
-    "UNWATCH",
-    "WAIT",
-    "WATCH",
     "SSUBSCRIBE",
     "SUNSUBSCRIBE",
     "SPUBLISH",
@@ -307,6 +302,12 @@ fn handler_of(name: &str) -> Handler {
         "CLIENT" => Handler::Client,
         "HELLO" => Handler::Hello,
         "RESET" => Handler::Reset,
+        "WAIT" => Handler::Wait,
+        "MULTI" => Handler::Multi,
+        "EXEC" => Handler::Exec,
+        "DISCARD" => Handler::Discard,
+        "WATCH" => Handler::Watch,
+        "UNWATCH" => Handler::Unwatch,
         _ => Handler::Forward,
     }
 }
@@ -380,12 +381,14 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
             class |= class::MASTER_ONLY;
         }
         let admin = flags & spec::ADMIN != 0 && spec.is_none_or(|s| s.subcommands.is_empty());
-        let blocking = flags & spec::BLOCKING != 0 && !matches!(name, "XREAD" | "XREADGROUP");
-        if NOT_ALLOWED.contains(&name) || admin || blocking {
+        if NOT_ALLOWED.contains(&name) || admin {
             class |= class::NOT_ALLOWED;
         }
+        // XREAD/XREADGROUP block only with BLOCK, which the session checks per request.
+        let blocking = flags & spec::BLOCKING != 0 && !matches!(name, "XREAD" | "XREADGROUP");
+        let handler = if blocking { Handler::Blocking } else { handler_of(name) };
         let id = table.commands.len() as u16;
-        table.insert(Command { name, id, class, handler: handler_of(name), spec });
+        table.insert(Command { name, id, class, handler, spec });
     }
     table
 });
@@ -439,7 +442,9 @@ mod tests {
         assert_eq!(lookup(b"NOSUCHCOMMAND").name, "UNKNOWN");
         assert_eq!(lookup(&[b'a'; 40]).name, "UNKNOWN");
         assert!(!lookup(b"xadd").is_not_allowed());
-        assert!(lookup(b"blpop").is_not_allowed() && lookup(b"bzmpop").is_not_allowed());
+        assert_eq!(lookup(b"blpop").handler, Handler::Blocking);
+        assert_eq!(lookup(b"bzmpop").handler, Handler::Blocking);
+        assert!(!lookup(b"blpop").is_not_allowed());
         assert!(!lookup(b"xread").is_not_allowed());
         assert_eq!(name_of(lookup(b"get").id), "GET");
         // every command is found under its own name, whatever the case

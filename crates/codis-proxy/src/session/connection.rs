@@ -171,9 +171,14 @@ impl Session {
         self.reply_now(cmd.id, start, out.freeze(), false)
     }
 
-    /// `RESET`: back to a fresh connection's state (database 0, no name, and logged
-    /// out when the proxy has a password).
-    pub(super) fn reset(&mut self, cmd: &Command, start: Instant) {
+    /// `RESET`: back to a fresh connection's state (database 0, no name, no
+    /// transaction or WATCH, and logged out when the proxy has a password).
+    pub(super) fn reset(&mut self, cmd: &Command, req: RequestRef<'_>, start: Instant) {
+        let holds = self.multi.is_some() || self.watch.is_some() || !self.private.is_empty();
+        if holds && !self.drained_for(&req) {
+            return;
+        }
+        self.reset_exclusive();
         self.db = 0;
         self.name = None;
         self.authorized = self.shared.config.session_auth.is_empty();

@@ -18,7 +18,7 @@ use crate::router::{RouteTable, SlotRoute};
 const OK: &[u8] = b"+OK\r\n";
 
 /// Where a forwarded request goes.
-enum Target {
+pub(super) enum Target {
     /// The slot's owner; the key argument (if any) decides where a migrating slot's
     /// request runs.
     Slot(u16, Option<usize>),
@@ -30,6 +30,14 @@ impl Session {
         let cmd = command::lookup(req.arg(0));
         if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit | Handler::Hello | Handler::Reset) {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
+        }
+        if self.multi.is_some()
+            && !matches!(
+                cmd.handler,
+                Handler::Exec | Handler::Discard | Handler::Multi | Handler::Watch | Handler::Quit | Handler::Reset
+            )
+        {
+            return self.queue_in_multi(cmd, req, start, table);
         }
         if cmd.is_not_allowed() {
             if matches!(cmd.name, "POST" | "HOST:") {
@@ -94,7 +102,14 @@ impl Session {
             Handler::Scan => self.scan(cmd, req, start, table),
             Handler::Client => self.client(cmd, &req, start),
             Handler::Hello => self.hello(cmd, &req, start),
-            Handler::Reset => self.reset(cmd, start),
+            Handler::Reset => self.reset(cmd, req, start),
+            Handler::Blocking => self.blocking(cmd, req, start, table),
+            Handler::Wait => self.wait(cmd, req, start, table),
+            Handler::Multi => self.multi(cmd, start),
+            Handler::Exec => self.exec(cmd, req, start, table),
+            Handler::Discard => self.discard(cmd, start),
+            Handler::Watch => self.watch(cmd, req, start, table),
+            Handler::Unwatch => self.unwatch(cmd, req, start),
             Handler::SlotsScan => match parse_slot(req.get(1)) {
                 Ok(slot) => self.send_to(cmd, Target::Slot(slot, None), req, start, table),
                 Err(e) => self.fail(cmd, start, &e),
@@ -186,7 +201,7 @@ impl Session {
 
     /// A slot that has a backend, starting from a per-session pseudo-random point, for
     /// commands without keys.
-    fn any_slot(&mut self, table: &RouteTable) -> Option<u16> {
+    pub(super) fn any_slot(&mut self, table: &RouteTable) -> Option<u16> {
         self.seed = self.seed.wrapping_add(1);
         let from = self.seed.wrapping_mul(0x9E37_79B9) % MAX_SLOT_NUM;
         (0..MAX_SLOT_NUM)
@@ -197,14 +212,23 @@ impl Session {
 
     /// Routes a command by its keys: all of them must be served by one group.
     fn forward(&mut self, cmd: &'static Command, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
-        let spec = resolve_spec(cmd, &req);
         if matches!(cmd.name, "XREAD" | "XREADGROUP") && req.args().any(|a| a.eq_ignore_ascii_case(b"BLOCK")) {
-            return self.fail(
-                cmd,
-                start,
-                "ERR blocking commands are not supported by codis-proxy yet; use XREAD without BLOCK and poll",
-            );
+            return self.blocking(cmd, req, start, table);
         }
+        match self.key_target(cmd, &req, table) {
+            Ok(target) => self.send_to(cmd, target, req, start, table),
+            Err(e) => self.fail(cmd, start, &e),
+        }
+    }
+
+    /// Where a command's keys say it goes: the first key's slot (all keys must be
+    /// served by one group), or any slot for a command without keys.
+    pub(super) fn key_target(
+        &mut self,
+        cmd: &'static Command,
+        req: &RequestRef<'_>,
+        table: &RouteTable,
+    ) -> Result<Target, String> {
         let mut first: Option<(u16, usize)> = None;
         let mut cross = false;
         let mut check = |arg: usize| {
@@ -214,32 +238,25 @@ impl Session {
                 Some((f, _)) => cross |= !same_group(&table.slots[f as usize], &table.slots[slot as usize]),
             }
         };
-        match spec {
+        match resolve_spec(cmd, req) {
             Some(spec) => spec.for_each_key(req.argc(), |i| req.get(i), check),
             // Unknown to the table: routed by the first argument, as Codis does.
             None if cmd.spec.is_none() && req.argc() > 1 => check(1),
             None => {}
         }
         if cross {
-            return self.fail(
-                cmd,
-                start,
-                &format!(
-                    "CROSSSLOT Keys in request don't hash to the same group ('{}'); give them a common hash tag such as {{user1000}}",
-                    cmd.name
-                ),
-            );
+            return Err(format!(
+                "CROSSSLOT Keys in request don't hash to the same group ('{}'); give them a common hash tag such as {{user1000}}",
+                cmd.name
+            ));
         }
-        let target = match first {
-            Some((slot, arg)) => Target::Slot(slot, Some(arg)),
+        match first {
+            Some((slot, arg)) => Ok(Target::Slot(slot, Some(arg))),
             None => match self.any_slot(table) {
-                Some(slot) => Target::Slot(slot, None),
-                None => {
-                    return self.fail(cmd, start, "ERR no slot has a backend yet; assign slots to groups first");
-                }
+                Some(slot) => Ok(Target::Slot(slot, None)),
+                None => Err("ERR no slot has a backend yet; assign slots to groups first".to_string()),
             },
-        };
-        self.send_to(cmd, target, req, start, table)
+        }
     }
 
     fn send_to(
@@ -428,7 +445,7 @@ pub(super) fn encode_args<'a>(args: impl Iterator<Item = &'a [u8]>, count: usize
 }
 
 /// The spec that describes `req`: the subcommand's for container commands.
-fn resolve_spec(cmd: &Command, req: &RequestRef<'_>) -> Option<&'static CommandSpec> {
+pub(super) fn resolve_spec(cmd: &Command, req: &RequestRef<'_>) -> Option<&'static CommandSpec> {
     let spec = cmd.spec?;
     if spec.subcommands.is_empty() {
         return Some(spec);
@@ -437,7 +454,7 @@ fn resolve_spec(cmd: &Command, req: &RequestRef<'_>) -> Option<&'static CommandS
 }
 
 /// Whether two slots are served by the same backend (and are not mid-migration apart).
-fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
+pub(super) fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
     let eq = |x: &Option<Arc<BackendPool>>, y: &Option<Arc<BackendPool>>| match (x, y) {
         (Some(x), Some(y)) => Arc::ptr_eq(x, y),
         (None, None) => true,
@@ -467,7 +484,7 @@ pub(super) fn arity_error(name: &str) -> String {
     format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase())
 }
 
-fn not_ready(slot: u16) -> String {
+pub(super) fn not_ready(slot: u16) -> String {
     format!("ERR slot {slot} is not ready, may be offline (assign it to a group)")
 }
 

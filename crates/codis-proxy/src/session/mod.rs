@@ -11,6 +11,7 @@
 
 mod connection;
 mod dispatch;
+mod exclusive;
 mod migrate;
 mod pending;
 mod scan;
@@ -24,11 +25,11 @@ use codis_resp::{Parsed, Request, RequestParser, RequestRef};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{BackendConn, Batch, ConnHandle};
+use crate::backend::{BackendConn, Batch, ConnHandle, PrivateConn};
 use crate::config::Config;
 use crate::io::{Conn, OutQueue, read_available};
 use crate::proxy::Shared;
-use crate::reply::{Body, Inbox, Mail, Tickets, error_reply};
+use crate::reply::{Body, DISCARD_PART, Inbox, Mail, Tickets, error_reply};
 use crate::stats::LocalStats;
 use pending::Pending;
 
@@ -70,8 +71,18 @@ struct Session {
     name: Option<Bytes>,
     /// No more requests are read (QUIT, protocol error, failure with break-on-failure).
     closing: bool,
-    /// A request waiting for its slot to be unlocked.
+    /// A request held back: until its slot is unlocked, or (with `stall_drain`) until
+    /// every earlier request is answered.
     stalled: Option<Request>,
+    stall_drain: bool,
+    /// A request that runs alone is in flight: nothing more is dispatched until every
+    /// request so far is answered (see [`exclusive`]).
+    exclusive: bool,
+    /// Connections this session owns (blocking commands, transactions).
+    private: Vec<PrivateConn>,
+    multi: Option<Box<exclusive::Multi>>,
+    watch: Option<exclusive::Watch>,
+    blocked: Option<Box<exclusive::Blocked>>,
     changes: watch::Receiver<u64>,
     /// Requests of the current round, per backend connection.
     outbox: Vec<(ConnHandle, Batch)>,
@@ -104,6 +115,12 @@ impl Session {
             name: None,
             closing: false,
             stalled: None,
+            stall_drain: false,
+            exclusive: false,
+            private: Vec::new(),
+            multi: None,
+            watch: None,
+            blocked: None,
             changes: shared.router.subscribe(),
             outbox: Vec::new(),
             followups: Vec::new(),
@@ -145,13 +162,22 @@ impl Session {
             if (self.closing || eof) && self.pending.is_empty() && self.out.is_empty() && self.stalled.is_none() {
                 return;
             }
+            if eof && self.blocked.is_some() {
+                // The client left while blocked: drop the connection, which releases
+                // the command on its server before it can take anything.
+                return;
+            }
             // Read more only while the pipeline has room and the client keeps up with
             // the replies already waiting for it.
             let can_read = !self.closing
                 && !eof
-                && self.stalled.is_none()
-                && self.pending.len() < self.max_pipeline
-                && self.out.len() < OUT_BACKLOG;
+                && ((!self.exclusive
+                    && self.stalled.is_none()
+                    && self.pending.len() < self.max_pipeline
+                    && self.out.len() < OUT_BACKLOG)
+                    // While blocked, read on (into the buffer, up to its size) to see
+                    // the client hang up, as Redis does for a blocked client.
+                    || (self.blocked.is_some() && self.rbuf.len() < self.recv_max));
             let next_retry = self.next_delayed();
             if next_retry.is_some() && next_retry != retry_at {
                 retry.as_mut().reset(next_retry.unwrap_or_else(Instant::now));
@@ -186,16 +212,18 @@ impl Session {
                         return;
                     }
                 }
-                r = self.changes.changed(), if self.stalled.is_some() => {
+                r = self.changes.changed(), if self.stalled.is_some() || self.blocked.is_some() => {
                     if r.is_err() {
                         return;
                     }
-                    if let Some(req) = self.stalled.take() {
+                    if self.blocked.is_some() {
                         let router = self.shared.router.clone();
                         let (round, table) = router.begin_round();
-                        self.dispatch_request(req.as_ref(), StdInstant::now(), &table);
+                        self.blocked_route_changed(&table);
                         drop((round, table));
-                        self.process_input();
+                    }
+                    if !self.stall_drain {
+                        self.resume_stalled();
                     }
                 }
                 _ = &mut shutdown => return,
@@ -219,6 +247,18 @@ impl Session {
         }
     }
 
+    /// Dispatches the held request again (its slot changed, or the pipeline drained).
+    fn resume_stalled(&mut self) {
+        if let Some(req) = self.stalled.take() {
+            self.stall_drain = false;
+            let router = self.shared.router.clone();
+            let (round, table) = router.begin_round();
+            self.dispatch_request(req.as_ref(), StdInstant::now(), &table);
+            drop((round, table));
+            self.process_input();
+        }
+    }
+
     /// Moves arrived replies into place and queues every reply that is next in order.
     fn collect(&mut self) {
         self.inbox.take(&mut self.mail);
@@ -228,6 +268,18 @@ impl Session {
             let data = self.mail.data.split().freeze();
             let mut items = std::mem::take(&mut self.mail.items);
             for d in items.drain(..) {
+                if d.part == DISCARD_PART {
+                    continue;
+                }
+                if self.blocked.as_ref().is_some_and(|b| b.seq == d.seq) {
+                    let bytes = match &d.body {
+                        Body::Copied { start, end } => &data[*start as usize..*end as usize],
+                        Body::Shared(b) => &b[..],
+                    };
+                    if self.blocked_reply(bytes) {
+                        continue;
+                    }
+                }
                 match d.body {
                     Body::Copied { start, end } => {
                         let bytes = &data[start as usize..end as usize];
@@ -262,7 +314,15 @@ impl Session {
         }
         self.run_followups();
         self.drain_ready(&mut now);
-        if before >= self.max_pipeline && self.pending.len() < self.max_pipeline {
+        if self.pending.is_empty() && (self.exclusive || self.stall_drain) {
+            // Everything so far is answered: what waited for that can go on.
+            self.exclusive = false;
+            if self.stall_drain {
+                self.resume_stalled();
+            } else {
+                self.process_input();
+            }
+        } else if before >= self.max_pipeline && self.pending.len() < self.max_pipeline {
             // Backpressure released: requests already buffered can proceed.
             self.process_input();
         }
@@ -288,7 +348,7 @@ impl Session {
         // Requests are dispatched straight from the read buffer (taken out of `self`
         // for the round so they can be borrowed while the session is updated).
         let mut buf = std::mem::take(&mut self.rbuf);
-        while !self.closing && self.stalled.is_none() && self.pending.len() < self.max_pipeline {
+        while !self.closing && !self.exclusive && self.stalled.is_none() && self.pending.len() < self.max_pipeline {
             match self.parser.next(&mut buf) {
                 Ok(Some(Parsed::Frame(frame))) if frame.len() >= BIG_REQUEST => {
                     let req = frame.split_from(&mut buf);

@@ -136,6 +136,16 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
             }
         }
         Merge::First => return parts[0].clone(),
+        Merge::Min => {
+            let mut min = i64::MAX;
+            for r in parts {
+                match parse_integer(r) {
+                    Some(n) => min = min.min(n),
+                    None => return (*r).clone(),
+                }
+            }
+            out.put_integer(min);
+        }
         Merge::NonNil => {
             let nil = |r: &Bytes| &r[..] == b"$-1\r\n" || &r[..] == b"_\r\n";
             return match parts.iter().find(|r| !nil(r) && !is_error(r)) {
