@@ -263,7 +263,18 @@ pub fn group_status(s: &Stats) -> String {
                 status,
             ]);
         }
-        if g.out_of_sync {
+        let healing = s
+            .group
+            .states
+            .get(&g.id.to_string())
+            .and_then(|st| st.last_failover.as_ref())
+            .is_some_and(|f| f.kind == "sentinel" && f.consistent_at.is_none());
+        if g.out_of_sync && healing {
+            notes.push(format!(
+                "group-{}: out of sync after the failover; the dashboard resyncs it once every server follows the new master",
+                g.id
+            ));
+        } else if g.out_of_sync {
             notes.push(format!(
                 "group-{}: proxies have an old view of this group; run --resync-group --gid={}",
                 g.id, g.id
@@ -592,8 +603,13 @@ mod tests {
         let st = s.group.states.get_mut("1").unwrap();
         st.sentinel_master = Some("h:9".into());
         st.last_failover.as_mut().unwrap().consistent_at = None;
+        s.group.models[0].out_of_sync = true;
         let out = group_status(&s);
         assert!(out.contains("group-1: the sentinels elected h:9"), "{out}");
+        assert!(
+            out.contains("the dashboard resyncs it once every server follows") && !out.contains("--resync-group"),
+            "{out}"
+        );
         assert!(out.contains("waiting for every server to follow the new master"), "{out}");
     }
 

@@ -56,7 +56,13 @@ pub(super) struct HaState {
     /// When trouble with a group's master was first seen (unix ms).
     pub trouble_since: HashMap<i64, u64>,
     pub failovers: BTreeMap<i64, Failover>,
+    /// Replicas seen not following their master, since when (unix ms).
+    pub astray_since: HashMap<String, u64>,
 }
+
+/// How long a replica must be seen not following its master before it is repointed: a
+/// replica a sentinel is promoting looks the same for a moment, until `+switch-master`.
+const ASTRAY_GRACE_MS: u64 = 3000;
 
 impl HaState {
     /// Whether the sentinels are failing the group over, or see it differently from `master`.
@@ -426,11 +432,16 @@ impl Topom {
             }
             let master_up =
                 infos.get(&master.addr).is_some_and(|i| i.get("role").map(String::as_str) == Some("master"));
-            if !master_up {
-                self.note_trouble(g.id);
-                continue;
-            }
-            if self.ha.lock().unsettled(g.id, &master.addr) {
+            let settled = master_up && !self.ha.lock().unsettled(g.id, &master.addr);
+            if !settled {
+                let mut ha = self.ha.lock();
+                for s in &g.servers {
+                    ha.astray_since.remove(&s.addr);
+                }
+                drop(ha);
+                if !master_up {
+                    self.note_trouble(g.id);
+                }
                 continue;
             }
             self.ha.lock().trouble_since.remove(&g.id);
@@ -441,10 +452,16 @@ impl Topom {
                     continue;
                 };
                 match follows(info) {
-                    Some((m, link_up)) if same_server(&m, &master.addr) => consistent &= link_up,
+                    Some((m, link_up)) if same_server(&m, &master.addr) => {
+                        self.ha.lock().astray_since.remove(&s.addr);
+                        consistent &= link_up;
+                    }
                     _ => {
                         consistent = false;
-                        if s.action.state.is_empty() || s.action.state == action::SYNCED {
+                        let since = *self.ha.lock().astray_since.entry(s.addr.clone()).or_insert_with(now_ms);
+                        let idle = s.action.state.is_empty() || s.action.state == action::SYNCED;
+                        if idle && now_ms().saturating_sub(since) >= ASTRAY_GRACE_MS {
+                            self.ha.lock().astray_since.remove(&s.addr);
                             tracing::warn!(group = g.id, addr = %s.addr, master = %master.addr, "replica does not follow its master; repointing it");
                             let _ = self.sync_create_action(&s.addr).await;
                         }
