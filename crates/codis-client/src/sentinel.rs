@@ -244,6 +244,38 @@ impl Subscription {
     }
 }
 
+/// What [`follow`] passes on from a sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// A subscription was (re)established: events may have been missed before it.
+    Subscribed,
+    Event(Event),
+}
+
+/// Passes on one sentinel's events on `channels` until `tx` is closed, resubscribing a
+/// second after the link drops.
+pub async fn follow(addr: String, channels: &[&str], tx: tokio::sync::mpsc::Sender<(String, Heard)>) {
+    loop {
+        match Subscription::open(&addr, channels, Duration::from_secs(5)).await {
+            Ok(mut sub) => {
+                let mut heard = Heard::Subscribed;
+                loop {
+                    if tx.send((addr.clone(), heard)).await.is_err() {
+                        return;
+                    }
+                    heard = match sub.next().await {
+                        Ok(ev) => Heard::Event(ev),
+                        Err(_) => break, // lost: resubscribe below
+                    };
+                }
+            }
+            Err(_) if tx.is_closed() => return,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Whether two `host:port` strings name the same server (sentinels report IPs, a
 /// dashboard may use host names).
 pub fn same_server(a: &str, b: &str) -> bool {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use codis_client::sentinel::{self, Subscription, same_server};
+use codis_client::sentinel::{self, Heard, same_server};
 use codis_core::models::Slot;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +25,8 @@ use crate::proxy::Shared;
 const SETTLE: Duration = Duration::from_secs(15);
 /// Pause between those re-asks.
 const RECHECK: Duration = Duration::from_millis(200);
+/// The proxy only needs to hear about switches.
+const CHANNELS: &[&str] = &["+switch-master"];
 
 /// The sentinel list and what the proxy learned from it (shown in its stats).
 pub struct SentinelState {
@@ -69,13 +71,6 @@ impl SentinelState {
     }
 }
 
-enum Note {
-    /// A subscription was (re)established.
-    Subscribed,
-    /// `+switch-master` for group `gid` to `addr`.
-    Switch { gid: i64, addr: String },
-}
-
 /// Watches the sentinels of the current list until the proxy closes.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut list = shared.sentinel.list.subscribe();
@@ -85,7 +80,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let (tx, mut notes) = mpsc::channel(256);
         let product = shared.config.product_name.clone();
         let tasks: Vec<_> =
-            servers.iter().map(|addr| tokio::spawn(listen(addr.clone(), product.clone(), tx.clone()))).collect();
+            servers.iter().map(|addr| tokio::spawn(sentinel::follow(addr.clone(), CHANNELS, tx.clone()))).collect();
         drop(tx);
         let mut pending: HashMap<i64, (String, Instant)> = HashMap::new();
         let mut check = false;
@@ -104,11 +99,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             tokio::select! {
                 r = list.changed() => break r.is_err(),
                 _ = shutdown.wait_for(|&c| c) => break true,
-                note = notes.recv(), if !servers.is_empty() => match note {
-                    Some(Note::Subscribed) => check = true,
-                    Some(Note::Switch { gid, addr }) => {
-                        pending.insert(gid, (addr, Instant::now() + SETTLE));
-                        check = true;
+                heard = notes.recv(), if !servers.is_empty() => match heard {
+                    Some((_, Heard::Subscribed)) => check = true,
+                    Some((from, Heard::Event(ev))) => {
+                        if let Some((name, _, new)) = ev.switch_master()
+                            && let Some(gid) = sentinel::group_of(name, &product)
+                        {
+                            tracing::info!(sentinel = %from, group = gid, master = %new, "+switch-master");
+                            pending.insert(gid, (new, Instant::now() + SETTLE));
+                            check = true;
+                        }
                     }
                     None => {}
                 },
@@ -168,38 +168,6 @@ fn switch_slots(slots: &[Slot], gid: i64, addr: &str) -> Vec<(Slot, String)> {
         }
     }
     out
-}
-
-/// Forwards one sentinel's `+switch-master` events for this product; reconnects a
-/// second after the link drops.
-async fn listen(addr: String, product: String, tx: mpsc::Sender<Note>) {
-    loop {
-        match Subscription::open(&addr, &["+switch-master"], Duration::from_secs(5)).await {
-            Ok(mut sub) => {
-                if tx.send(Note::Subscribed).await.is_err() {
-                    return;
-                }
-                loop {
-                    match sub.next().await {
-                        Ok(ev) => {
-                            let Some((name, _, new)) = ev.switch_master() else { continue };
-                            let Some(gid) = sentinel::group_of(name, &product) else { continue };
-                            tracing::info!(sentinel = %addr, group = gid, master = %new, "+switch-master");
-                            if tx.send(Note::Switch { gid, addr: new }).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(sentinel = %addr, error = %e, "sentinel subscription lost");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(sentinel = %addr, error = %e, "cannot subscribe to sentinel"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 #[cfg(test)]

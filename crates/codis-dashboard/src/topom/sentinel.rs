@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use codis_client::sentinel::{self, Agreed, MasterEntry, Subscription};
+use codis_client::sentinel::{self, Agreed, Heard, MasterEntry};
 use codis_client::{Conn, Value};
 use codis_core::models::action;
 use serde::Serialize;
@@ -501,7 +501,7 @@ pub(super) fn follows(info: &BTreeMap<String, String>) -> Option<(String, bool)>
 /// restarts must catch up with failovers made while it was away).
 pub(super) async fn run(topom: Arc<Topom>) {
     let mut shutdown = topom.shutdown_signal();
-    let (tx, mut rx) = mpsc::channel::<(String, sentinel::Event)>(256);
+    let (tx, mut rx) = mpsc::channel::<(String, Heard)>(256);
     let mut subs: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         let servers = topom.cache().await.sentinel.servers;
@@ -513,14 +513,15 @@ pub(super) async fn run(topom: Arc<Topom>) {
             keep
         });
         for addr in servers {
-            subs.entry(addr.clone()).or_insert_with(|| tokio::spawn(listen(addr, tx.clone())));
+            subs.entry(addr.clone()).or_insert_with(|| tokio::spawn(sentinel::follow(addr, CHANNELS, tx.clone())));
         }
         topom.follow_sentinels().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         loop {
             tokio::select! {
-                ev = rx.recv() => {
-                    let Some((addr, ev)) = ev else { break };
+                heard = rx.recv() => {
+                    // a fresh subscription may have missed events: ask the sentinels now
+                    let Some((addr, Heard::Event(ev))) = heard else { break };
                     tracing::info!(sentinel = %addr, channel = %ev.channel, payload = %ev.payload, "sentinel event");
                     if let Some(gid) = ev.master_event().and_then(|n| sentinel::group_of(n, &topom.config.product_name)) {
                         topom.note_trouble(gid);
@@ -536,29 +537,6 @@ pub(super) async fn run(topom: Arc<Topom>) {
                 }
             }
         }
-    }
-}
-
-/// Forwards one sentinel's events, reconnecting after a second when the link drops.
-async fn listen(addr: String, tx: mpsc::Sender<(String, sentinel::Event)>) {
-    loop {
-        match Subscription::open(&addr, CHANNELS, Duration::from_secs(5)).await {
-            Ok(mut sub) => loop {
-                match sub.next().await {
-                    Ok(ev) => {
-                        if tx.send((addr.clone(), ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(sentinel = %addr, error = %e, "sentinel subscription lost");
-                        break;
-                    }
-                }
-            },
-            Err(e) => tracing::debug!(sentinel = %addr, error = %e, "cannot subscribe to sentinel"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
