@@ -58,6 +58,8 @@ pub(super) struct HaState {
     pub failovers: BTreeMap<i64, Failover>,
     /// Replicas seen not following their master, since when (unix ms).
     pub astray_since: HashMap<String, u64>,
+    /// Masters elected by the sentinels that are not in their group (warned about once).
+    pub strangers: std::collections::HashSet<(i64, String)>,
 }
 
 /// How long a replica must be seen not following its master before it is repointed: a
@@ -330,7 +332,9 @@ impl Topom {
                 continue;
             }
             let Some(idx) = g.servers.iter().position(|s| same_server(&s.addr, &agreed.addr)) else {
-                tracing::warn!(group = gid, master = %agreed.addr, "sentinels elected a server that is not in the group; resync the sentinels");
+                if self.ha.lock().strangers.insert((gid, agreed.addr.clone())) {
+                    tracing::warn!(group = gid, master = %agreed.addr, "sentinels elected a server that is not in the group; add it to the group or resync the sentinels");
+                }
                 continue;
             };
             if let Err(e) = self.switch_master(&mut cache, gid, idx, "sentinel", Some(agreed.config_epoch)).await {
