@@ -3,9 +3,12 @@
 #   - two groups, each a master and a replica redis-server with the codis-slots module,
 #   - codis-dashboard (filesystem coordinator) on 18080,
 #   - codis-proxy on 19000 (admin API on 11080), registered with the dashboard,
-#   - slots split between the two groups.
+#   - slots split between the two groups,
+#   - three redis-sentinels on 26379-26381 that fail a dead master over within ~7 s
+#     (sentinel_down_after 5 s); proxies and the dashboard follow them.
 #
 #   scripts/local-cluster.sh               start in the foreground; Ctrl-C stops everything
+#   scripts/local-cluster.sh --no-sentinels  the same without sentinels (no automatic failover)
 #   scripts/local-cluster.sh --background  start and return (stop with: scripts/local-cluster.sh stop)
 #   scripts/local-cluster.sh stop          stop what a background start left running
 #   scripts/local-cluster.sh status        show what runs
@@ -21,6 +24,8 @@ BASE_PORT=${CODIS_LOCAL_BASE_PORT:-16379}
 PROXY_PORT=${CODIS_LOCAL_PROXY_PORT:-19000}
 PROXY_ADMIN_PORT=${CODIS_LOCAL_ADMIN_PORT:-11080}
 DASHBOARD_PORT=${CODIS_LOCAL_DASHBOARD_PORT:-18080}
+SENTINEL_PORT=${CODIS_LOCAL_SENTINEL_PORT:-26379}
+SENTINELS=1
 BIN="$ROOT/target/release"
 
 stop() {
@@ -71,6 +76,10 @@ start() {
     for bin in redis-server curl python3; do
         command -v "$bin" >/dev/null || { echo "$bin not found: apt-get install redis-server redis-tools curl python3" >&2; exit 1; }
     done
+    if [ "$SENTINELS" = 1 ] && ! command -v redis-sentinel >/dev/null; then
+        echo "redis-sentinel not found: apt-get install redis-sentinel (or run with --no-sentinels)" >&2
+        exit 1
+    fi
     stop >/dev/null
     rm -rf "$RUN"
     mkdir -p "$RUN"
@@ -85,7 +94,7 @@ start() {
         if [ $((i % 2)) = 1 ]; then replica=(--replicaof 127.0.0.1 $((port - 1))); fi
         mkdir -p "$dir"
         redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
-            --loadmodule "$BIN/libcodis_slots.so" "${replica[@]}" \
+            --repl-diskless-sync-delay 0 --loadmodule "$BIN/libcodis_slots.so" "${replica[@]}" \
             --daemonize yes --pidfile "$RUN/redis-$port.pid" --logfile "$dir/redis.log"
         wait_port "$port"
         addrs+=("127.0.0.1:$port")
@@ -96,6 +105,8 @@ coordinator_name = "filesystem"
 coordinator_addr = "$RUN/coordinator"
 product_name = "$PRODUCT"
 admin_addr = "127.0.0.1:$DASHBOARD_PORT"
+sentinel_down_after = "5s"
+sentinel_failover_timeout = "60s"
 TOML
     "$BIN/codis-dashboard" --config "$RUN/dashboard.toml" --log "$RUN/dashboard.log" \
         --pidfile "$RUN/codis-dashboard.pid" >/dev/null 2>&1 &
@@ -124,6 +135,23 @@ TOML
         sleep 0.1
     done
 
+    local sentinel_line="none (started with --no-sentinels)"
+    if [ "$SENTINELS" = 1 ]; then
+        local sentinel_addrs=()
+        for i in 0 1 2; do
+            local port=$((SENTINEL_PORT + i)) dir="$RUN/sentinel-$((SENTINEL_PORT + i))"
+            mkdir -p "$dir"
+            printf 'port %s\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel.log\ndaemonize yes\npidfile %s\n' \
+                "$port" "$dir" "$dir" "$RUN/sentinel-$port.pid" > "$dir/sentinel.conf"
+            redis-sentinel "$dir/sentinel.conf"
+            wait_port "$port"
+            api "sentinels/add/$xauth/127.0.0.1:$port"
+            sentinel_addrs+=("127.0.0.1:$port")
+        done
+        api "sentinels/resync-all/$xauth"
+        sentinel_line="${sentinel_addrs[*]} (failover after 5 s down)"
+    fi
+
     cat <<MSG
 
 codis-rs local cluster is up:
@@ -132,6 +160,7 @@ codis-rs local cluster is up:
   proxy admin     : http://127.0.0.1:$PROXY_ADMIN_PORT/proxy
   group 1         : ${addrs[0]} (master), ${addrs[1]} (replica), slots 0-511
   group 2         : ${addrs[2]} (master), ${addrs[3]} (replica), slots 512-1023
+  sentinels       : $sentinel_line
   logs and data   : $RUN
 MSG
     if [ "$background" = 1 ]; then
@@ -143,10 +172,19 @@ MSG
     while true; do sleep 1; done
 }
 
-case "${1:-start}" in
-    start) start 0 ;;
-    --background) start 1 ;;
+BACKGROUND=0
+ACTION=start
+for arg in "$@"; do
+    case "$arg" in
+        start) ;;
+        --background) BACKGROUND=1 ;;
+        --no-sentinels) SENTINELS=0 ;;
+        stop|status) ACTION=$arg ;;
+        *) echo "usage: $0 [start|stop|status] [--background] [--no-sentinels]" >&2; exit 2 ;;
+    esac
+done
+case "$ACTION" in
+    start) start "$BACKGROUND" ;;
     stop) stop ;;
     status) status ;;
-    *) echo "usage: $0 [start|--background|stop|status]" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@
 # redis-server processes (started by the tests themselves on free loopback ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for bin in redis-server redis-cli; do
-    command -v "$bin" >/dev/null || { echo "missing $bin: apt-get install redis-server redis-tools (see .ci/run)" >&2; exit 1; }
+for bin in redis-server redis-cli redis-sentinel; do
+    command -v "$bin" >/dev/null || { echo "missing $bin: apt-get install redis-server redis-sentinel redis-tools (see .ci/run)" >&2; exit 1; }
 done
 exec cargo test --workspace --all-targets "$@"

@@ -247,6 +247,11 @@ pub fn group_status(s: &Stats) -> String {
             if !srv.action.state.is_empty() {
                 let _ = write!(status, "; sync {}", srv.action.state);
             }
+            let replica =
+                s.group.states.get(&g.id.to_string()).and_then(|st| st.replicas.iter().find(|r| r.addr == srv.addr));
+            if let Some(lag) = replica.and_then(|r| r.lag_bytes) {
+                let _ = write!(status, "; lag {lag} B");
+            }
             t.row(vec![
                 g.id.to_string(),
                 srv.addr.clone(),
@@ -258,7 +263,18 @@ pub fn group_status(s: &Stats) -> String {
                 status,
             ]);
         }
-        if g.out_of_sync {
+        let healing = s
+            .group
+            .states
+            .get(&g.id.to_string())
+            .and_then(|st| st.last_failover.as_ref())
+            .is_some_and(|f| f.kind == "sentinel" && f.consistent_at.is_none());
+        if g.out_of_sync && healing {
+            notes.push(format!(
+                "group-{}: out of sync after the failover; the dashboard resyncs it once every server follows the new master",
+                g.id
+            ));
+        } else if g.out_of_sync {
             notes.push(format!(
                 "group-{}: proxies have an old view of this group; run --resync-group --gid={}",
                 g.id, g.id
@@ -266,6 +282,9 @@ pub fn group_status(s: &Stats) -> String {
         }
         if !g.promoting.state.is_empty() {
             notes.push(format!("group-{}: promotion {}", g.id, g.promoting.state));
+        }
+        if let Some(st) = s.group.states.get(&g.id.to_string()) {
+            notes.extend(ha_notes(g.id, st));
         }
     }
     if s.group.models.is_empty() {
@@ -277,6 +296,42 @@ pub fn group_status(s: &Stats) -> String {
         out.push('\n');
     }
     out
+}
+
+/// What a group's replication state says beyond the table: sentinels that disagree
+/// with the dashboard, and the last failover.
+fn ha_notes(gid: i64, st: &crate::view::GroupState) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(m) = &st.sentinel_master
+        && m != &st.master
+    {
+        notes.push(format!("group-{gid}: the sentinels elected {m}; the dashboard switches to it shortly"));
+    }
+    if let Some(f) = &st.last_failover {
+        let by = if f.kind == "promote" { "promoted by hand" } else { "failed over by the sentinels" };
+        let mut line = format!("group-{gid}: last failover {} -> {} ({by}) at {}", f.from, f.to, clock(f.switched_at));
+        if f.detected_at > 0 {
+            let _ = write!(line, ", {} after the master was seen down", secs(f.duration_ms));
+        }
+        match f.consistent_at {
+            Some(at) => {
+                let _ = write!(line, "; every server followed it {} later", secs(at.saturating_sub(f.switched_at)));
+            }
+            None => line.push_str("; waiting for every server to follow the new master"),
+        }
+        notes.push(line);
+    }
+    notes
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// Unix milliseconds as UTC `HH:MM:SS`.
+fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02} UTC", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
 /// Groups and their servers in one line each (`--list-group`).
@@ -521,6 +576,41 @@ mod tests {
             });
         }
         s
+    }
+
+    #[test]
+    fn group_status_shows_lag_and_the_last_failover() {
+        let mut s = stats();
+        s.group.models[0].servers.push(GroupServer { addr: "h:9".into(), ..Default::default() });
+        let st: crate::view::GroupState = serde_json::from_str(
+            r#"{"master":"h:1","master_status":"up","consistent":true,"sentinel_master":"h:1",
+                "replicas":[{"addr":"h:9","role":"replica","follows":"h:1","link":"up","lag_bytes":42}],
+                "last_failover":{"kind":"sentinel","from":"h:9","to":"h:1","config_epoch":3,
+                  "detected_at":3600000,"switched_at":3602500,"duration_ms":2500,"consistent_at":3606500}}"#,
+        )
+        .unwrap();
+        s.group.states.insert("1".into(), st);
+        let out = group_status(&s);
+        assert!(out.contains("; lag 42 B"), "{out}");
+        assert!(
+            out.contains(
+                "group-1: last failover h:9 -> h:1 (failed over by the sentinels) at 01:00:02 UTC, 2.5 s after the \
+                 master was seen down; every server followed it 4.0 s later"
+            ),
+            "{out}"
+        );
+        // sentinels ahead of the dashboard, and a failover still healing
+        let st = s.group.states.get_mut("1").unwrap();
+        st.sentinel_master = Some("h:9".into());
+        st.last_failover.as_mut().unwrap().consistent_at = None;
+        s.group.models[0].out_of_sync = true;
+        let out = group_status(&s);
+        assert!(out.contains("group-1: the sentinels elected h:9"), "{out}");
+        assert!(
+            out.contains("the dashboard resyncs it once every server follows") && !out.contains("--resync-group"),
+            "{out}"
+        );
+        assert!(out.contains("waiting for every server to follow the new master"), "{out}");
     }
 
     #[test]

@@ -26,6 +26,45 @@ pub struct GroupSection {
     pub stats: BTreeMap<String, ServerStats>,
     /// codis-rs: "codis-slots" or "stock" per server.
     pub modes: BTreeMap<String, String>,
+    /// codis-rs: replication state per group id.
+    pub states: BTreeMap<String, GroupState>,
+}
+
+/// codis-rs: a group's replication as the dashboard last polled it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct GroupState {
+    pub master: String,
+    pub master_status: String,
+    pub replicas: Vec<ReplicaState>,
+    pub consistent: bool,
+    pub sentinel_master: Option<String>,
+    pub last_failover: Option<Failover>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReplicaState {
+    pub addr: String,
+    pub role: String,
+    pub follows: String,
+    pub link: String,
+    pub lag_bytes: Option<i64>,
+    pub last_io_seconds: Option<i64>,
+}
+
+/// codis-rs: the last master change of a group.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Failover {
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub config_epoch: Option<i64>,
+    pub detected_at: u64,
+    pub switched_at: u64,
+    pub duration_ms: u64,
+    pub consistent_at: Option<u64>,
 }
 
 /// One server's INFO as the dashboard last saw it.

@@ -2,6 +2,8 @@
 //! convenient ones. Used by the dashboard (INFO, SLOTS*, replication commands), by
 //! codis-admin and by tests; the proxy's data path has its own pipelined connections.
 
+pub mod sentinel;
+
 use std::io;
 
 use bytes::{Bytes, BytesMut};

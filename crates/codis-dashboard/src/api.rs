@@ -69,9 +69,11 @@ pub fn routes(topom: Arc<Topom>) -> Router {
         .route("/api/topom/slots/assign/{xauth}", put(slots_assign))
         .route("/api/topom/slots/assign/{xauth}/offline", put(slots_assign_offline))
         .route("/api/topom/slots/rebalance/{xauth}/{confirm}", put(rebalance))
-        .route("/api/topom/sentinels/add/{xauth}/{addr}", put(not_yet))
-        .route("/api/topom/sentinels/del/{xauth}/{addr}/{force}", put(not_yet))
-        .route("/api/topom/sentinels/resync-all/{xauth}", put(not_yet))
+        .route("/api/topom/sentinels/add/{xauth}/{addr}", put(sentinel_add))
+        .route("/api/topom/sentinels/del/{xauth}/{addr}/{force}", put(sentinel_del))
+        .route("/api/topom/sentinels/resync-all/{xauth}", put(sentinel_resync))
+        .route("/api/topom/sentinels/info/{addr}", get(sentinel_info))
+        .route("/api/topom/sentinels/info/{addr}/monitored", get(sentinel_monitored))
         .with_state(topom)
 }
 
@@ -340,6 +342,28 @@ async fn rebalance(State(t): S, Path((xauth, confirm)): Path<(String, String)>) 
     }
 }
 
-async fn not_yet() -> Response {
-    error("this operation is not implemented by codis-rs's dashboard yet")
+async fn sentinel_add(State(t): S, Path((xauth, addr)): Path<(String, String)>) -> Response {
+    authed(&t, &xauth, || t.add_sentinel(&addr)).await
+}
+
+async fn sentinel_del(State(t): S, Path((xauth, addr, force)): Path<(String, String, String)>) -> Response {
+    authed(&t, &xauth, || async { t.del_sentinel(&addr, flag(&force)?).await }).await
+}
+
+async fn sentinel_resync(State(t): S, Path(xauth): Path<String>) -> Response {
+    authed(&t, &xauth, || t.resync_sentinels()).await
+}
+
+async fn sentinel_info(State(t): S, Path(addr): Path<String>) -> Response {
+    match t.sentinel_info(&addr).await {
+        Ok(info) => json(&info),
+        Err(e) => error(&e.to_string()),
+    }
+}
+
+async fn sentinel_monitored(State(t): S, Path(addr): Path<String>) -> Response {
+    match t.sentinel_monitored(&addr).await {
+        Ok(m) => json(&m),
+        Err(e) => error(&e.to_string()),
+    }
 }

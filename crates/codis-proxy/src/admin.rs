@@ -147,9 +147,9 @@ fn stats_view(shared: &Shared, flags: u32) -> StatsView {
         online: shared.is_online(),
         closed: shared.is_closed(),
         sentinels: SentinelStats {
-            servers: shared.sentinels.lock().clone(),
-            masters: BTreeMap::new(),
-            switched: false,
+            servers: shared.sentinel.servers(),
+            masters: shared.sentinel.masters().into_iter().map(|(gid, addr)| (gid.to_string(), addr)).collect(),
+            switched: shared.sentinel.switched(),
         },
         ops: OpsStats {
             total: s.total.load(Ordering::Relaxed),
@@ -306,7 +306,10 @@ async fn set_sentinels(State(shared): S, Path(xauth): Path<String>, body: Bytes)
     }
     match serde_json::from_slice::<Sentinel>(&body) {
         Ok(s) => {
-            *shared.sentinels.lock() = s.servers;
+            if s.servers.iter().any(|a| !a.contains(':')) {
+                return error(&format!("invalid sentinel list {:?}: use host:port addresses", s.servers));
+            }
+            shared.sentinel.set(s.servers);
             json(&"OK")
         }
         Err(e) => error(&format!("invalid sentinel JSON: {e}")),
@@ -315,7 +318,10 @@ async fn set_sentinels(State(shared): S, Path(xauth): Path<String>, body: Bytes)
 
 async fn rewatch_sentinels(State(shared): S, Path(xauth): Path<String>) -> Response {
     match verify(&shared, &xauth) {
-        Ok(()) => json(&"OK"),
+        Ok(()) => {
+            shared.sentinel.rewatch();
+            json(&"OK")
+        }
         Err(e) => *e,
     }
 }

@@ -4,7 +4,8 @@
 //! to treat each one, the [`router`]'s slot-table snapshot picks the backend (or the
 //! command is split per backend), the [`backend`] connection pipelines it, and the
 //! reply comes back through the session's inbox ([`reply`]) in request order.
-//! [`admin`] serves Codis's HTTP API; [`proxy`] ties the pieces together.
+//! [`admin`] serves Codis's HTTP API; [`sentinel`] follows redis-sentinel failovers;
+//! [`proxy`] ties the pieces together.
 
 pub mod admin;
 pub mod backend;
@@ -14,6 +15,7 @@ pub mod io;
 pub mod proxy;
 pub mod reply;
 pub mod router;
+pub mod sentinel;
 pub mod session;
 pub mod stats;
 pub mod worker;

@@ -11,7 +11,6 @@ use std::time::Duration;
 use codis_core::auth::{new_token, new_xauth};
 use codis_core::models::{self, Slot};
 use codis_resp::Limits;
-use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
@@ -63,7 +62,8 @@ pub struct Shared {
     pub closed: AtomicBool,
     pub shutdown: watch::Sender<bool>,
     pub rusage: Arc<RusageSampler>,
-    pub sentinels: Mutex<Vec<String>>,
+    /// The sentinels to follow, and what they said.
+    pub sentinel: crate::sentinel::SentinelState,
     pub log_control: Option<LogControl>,
     workers: OnceLock<Workers>,
 }
@@ -184,7 +184,7 @@ impl Proxy {
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             rusage: RusageSampler::spawn(),
-            sentinels: Mutex::new(Vec::new()),
+            sentinel: Default::default(),
             log_control,
             workers: OnceLock::new(),
             config,
@@ -194,6 +194,7 @@ impl Proxy {
         tracing::info!(proxy = %shared.model.proxy_addr, admin = %shared.model.admin_addr, token = %shared.model.token, "proxy listening");
         tokio::spawn(accept_loop(listener, shared.clone()));
         tokio::spawn(crate::admin::serve(admin, shared.clone()));
+        tokio::spawn(crate::sentinel::run(shared.clone()));
         Ok(Proxy { shared })
     }
 

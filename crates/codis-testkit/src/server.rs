@@ -88,21 +88,8 @@ impl RedisServer {
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return Err(()); // exited: port taken or bad arguments
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                self.child = Some(child);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        Err(())
+        self.child = Some(spawn_listening(cmd, self.port)?);
+        Ok(())
     }
 
     /// Kills the server abruptly (SIGKILL).
@@ -135,7 +122,26 @@ impl Drop for RedisServer {
     }
 }
 
-fn unique() -> u64 {
+/// Spawns `cmd` and waits until it accepts connections on `port`; `Err` if it exited
+/// (port taken, bad arguments) or never listened.
+pub(crate) fn spawn_listening(mut cmd: Command, port: u16) -> Result<Child, ()> {
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {:?}: {e}", cmd.get_program()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(())
+}
+
+pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)

@@ -11,6 +11,7 @@ pub mod context;
 mod group;
 mod proxy;
 mod replication;
+mod sentinel;
 mod slots;
 mod stats;
 
@@ -29,7 +30,8 @@ use crate::config::Config;
 use crate::proxy_client::{ProxyCallError, ProxyClient, http_client};
 pub use action::SlotProgress;
 pub use context::{Cache, Hosts};
-pub use stats::{Overview, ServerMode, Stats};
+pub use sentinel::Failover;
+pub use stats::{GroupState, Overview, ReplicaState, ServerMode, Stats};
 
 /// An operation the dashboard refused or could not complete; the message is for users.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,7 @@ pub struct Topom {
     pub action: ActionControl,
     stats: parking_lot::Mutex<stats::StatsCache>,
     modes: parking_lot::Mutex<HashMap<String, ServerMode>>,
+    ha: parking_lot::Mutex<sentinel::HaState>,
 }
 
 impl Topom {
@@ -119,17 +122,20 @@ impl Topom {
             action: ActionControl::default(),
             stats: parking_lot::Mutex::new(stats::StatsCache::default()),
             modes: parking_lot::Mutex::new(HashMap::new()),
+            ha: parking_lot::Mutex::new(sentinel::HaState::default()),
             config,
         });
         tracing::warn!(product = %topom.config.product_name, admin = %topom.model.admin_addr, "dashboard holds the product lock");
         Ok(topom)
     }
 
-    /// Starts the background loops (migrations, stats, proxy re-online).
+    /// Starts the background loops (migrations, stats, proxy re-online, sync actions,
+    /// following the sentinels).
     pub fn start_loops(self: &Arc<Self>) {
         tokio::spawn(action::run(self.clone()));
         tokio::spawn(stats::run(self.clone()));
         tokio::spawn(replication::run(self.clone()));
+        tokio::spawn(sentinel::run(self.clone()));
     }
 
     pub fn model(&self) -> &models::Topom {

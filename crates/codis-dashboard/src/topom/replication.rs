@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codis_client::{ClientError, Conn, Value};
-use codis_core::models::{GroupServerAction, action};
+use codis_core::models::{Group, GroupServerAction, action};
 
 use super::{Result, Topom, TopomError};
 
@@ -79,22 +79,13 @@ impl Topom {
             self.put_group(&mut cache, g.clone()).await?;
         }
         if g.promoting.state == action::PREPARED {
-            // [promoted, other replicas..., old master]; everyone but the new master
-            // gets a sync action that points it at the new master.
+            // Sentinels would fight the promotion: they forget the group until the
+            // sentinels are resynced below.
+            self.unmonitor_group(&mut cache, gid).await?;
+            let from = g.servers[0].addr.clone();
             let idx = g.promoting.index as usize;
-            let mut servers = vec![g.servers[idx].clone()];
-            servers.extend(g.servers.iter().enumerate().filter(|&(i, _)| i != idx && i != 0).map(|(_, s)| s.clone()));
-            servers.push(g.servers[0].clone());
-            let mut next_index = max_sync_index(&cache) + 1;
-            for (i, s) in servers.iter_mut().enumerate() {
-                s.action = if i == 0 {
-                    GroupServerAction::default()
-                } else {
-                    next_index += 1;
-                    GroupServerAction { index: next_index - 1, state: action::PENDING.into() }
-                };
-            }
-            g.servers = servers;
+            reorder(&mut g, idx, max_sync_index(&cache));
+            self.record_failover(gid, "promote", from, g.servers[0].addr.clone(), None);
             g.promoting.index = 0;
             g.promoting.state = action::FINISHED.into();
             self.put_group(&mut cache, g.clone()).await?;
@@ -107,9 +98,13 @@ impl Topom {
         g.promoting = Default::default();
         g.out_of_sync = false;
         self.put_group(&mut cache, g).await?;
+        let sentinels = !cache.sentinel.servers.is_empty();
         drop(cache);
         self.sync_round().await;
         tracing::warn!(group = gid, master = addr, "promoted");
+        if sentinels && let Err(e) = self.resync_sentinels().await {
+            tracing::warn!(group = gid, error = %e, "sentinels not resynced after the promotion; resync them");
+        }
         Ok(())
     }
 
@@ -183,7 +178,28 @@ impl Topom {
     }
 }
 
-fn max_sync_index(cache: &super::Cache) -> i64 {
+/// Puts `servers[idx]` first and the old master last (`[new, other replicas..., old]`);
+/// everyone but the new master gets a pending sync action pointing it at the new
+/// master, numbered after `last_index`.
+pub(super) fn reorder(g: &mut Group, idx: usize, last_index: i64) {
+    let mut servers = vec![g.servers[idx].clone()];
+    servers.extend(g.servers.iter().enumerate().filter(|&(i, _)| i != idx && i != 0).map(|(_, s)| s.clone()));
+    if idx != 0 {
+        servers.push(g.servers[0].clone());
+    }
+    let mut next = last_index;
+    for (i, s) in servers.iter_mut().enumerate() {
+        s.action = if i == 0 {
+            GroupServerAction::default()
+        } else {
+            next += 1;
+            GroupServerAction { index: next, state: action::PENDING.into() }
+        };
+    }
+    g.servers = servers;
+}
+
+pub(super) fn max_sync_index(cache: &super::Cache) -> i64 {
     cache
         .groups
         .values()

@@ -12,7 +12,7 @@ use codis_core::models::{Group, Proxy, Sentinel, SlotMapping};
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::{SlotProgress, Topom};
+use super::{Failover, SlotProgress, Topom};
 use crate::config::Config;
 
 /// Whether a server has the SLOTS* commands, which decides how its slots migrate.
@@ -68,6 +68,100 @@ pub struct GroupStats {
     pub stats: BTreeMap<String, RedisStats>,
     /// How each server's slots migrate (codis-rs addition).
     pub modes: BTreeMap<String, ServerMode>,
+    /// Replication state of each group, by group id (codis-rs addition).
+    pub states: BTreeMap<i64, GroupState>,
+}
+
+/// A group's replication as the last poll saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupState {
+    pub master: String,
+    /// `up`, `down` (no answer) or `not a master` (it answers as a replica).
+    pub master_status: String,
+    pub replicas: Vec<ReplicaState>,
+    /// Every replica follows the master with its link up.
+    pub consistent: bool,
+    /// The master a majority of the sentinels agree on, when they monitor the group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<Failover>,
+}
+
+/// One replica of a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaState {
+    pub addr: String,
+    /// `replica`, `master`, or `down` (no answer).
+    pub role: String,
+    /// The master it follows (`host:port`), empty if none.
+    pub follows: String,
+    /// Its replication link: `up` or `down`.
+    pub link: String,
+    /// Bytes of the master's replication stream it has not received yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Seconds since it last heard from its master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_io_seconds: Option<i64>,
+}
+
+/// The replication state of group `g` from the servers' INFO.
+fn group_state(g: &Group, servers: &BTreeMap<String, RedisStats>) -> Option<GroupState> {
+    let master = g.servers.first()?;
+    let info = |addr: &str| servers.get(addr).filter(|s| s.error.is_none() && !s.stats.is_empty()).map(|s| &s.stats);
+    let num = |i: &BTreeMap<String, String>, k: &str| i.get(k).and_then(|v| v.parse::<i64>().ok());
+    let minfo = info(&master.addr);
+    let master_status = match minfo {
+        None => "down",
+        Some(i) if i.get("role").map(String::as_str) == Some("master") => "up",
+        Some(_) => "not a master",
+    };
+    let master_offset = minfo.and_then(|i| num(i, "master_repl_offset"));
+    let replicas: Vec<ReplicaState> = g.servers[1..]
+        .iter()
+        .map(|s| match info(&s.addr) {
+            None => ReplicaState {
+                addr: s.addr.clone(),
+                role: "down".into(),
+                follows: String::new(),
+                link: "down".into(),
+                lag_bytes: None,
+                last_io_seconds: None,
+            },
+            Some(i) => match super::sentinel::follows(i) {
+                None => ReplicaState {
+                    addr: s.addr.clone(),
+                    role: "master".into(),
+                    follows: String::new(),
+                    link: "down".into(),
+                    lag_bytes: None,
+                    last_io_seconds: None,
+                },
+                Some((m, up)) => ReplicaState {
+                    addr: s.addr.clone(),
+                    role: "replica".into(),
+                    follows: m,
+                    link: if up { "up" } else { "down" }.into(),
+                    lag_bytes: match (master_offset, num(i, "slave_repl_offset")) {
+                        (Some(mo), Some(ro)) if up => Some((mo - ro).max(0)),
+                        _ => None,
+                    },
+                    last_io_seconds: num(i, "master_last_io_seconds_ago"),
+                },
+            },
+        })
+        .collect();
+    let consistent = master_status == "up"
+        && replicas.iter().all(|r| r.link == "up" && super::sentinel::same_server(&r.follows, &master.addr));
+    Some(GroupState {
+        master: master.addr.clone(),
+        master_status: master_status.into(),
+        replicas,
+        consistent,
+        sentinel_master: None,
+        last_failover: None,
+    })
 }
 
 #[derive(Serialize)]
@@ -128,6 +222,40 @@ impl Topom {
         let cache = self.cache().await;
         let cached = self.stats.lock();
         let modes = self.modes.lock();
+        let ha = self.ha.lock();
+        let states = cache
+            .groups
+            .values()
+            .filter_map(|g| {
+                let mut st = group_state(g, &cached.servers)?;
+                st.sentinel_master = ha.view.get(&g.id).map(|a| a.addr.clone());
+                st.last_failover = ha.failovers.get(&g.id).cloned();
+                Some((g.id, st))
+            })
+            .collect();
+        let masters = ha.view.iter().map(|(gid, a)| (gid.to_string(), a.addr.clone())).collect();
+        let sentinel_stats = ha
+            .answers
+            .iter()
+            .map(|(addr, r)| {
+                let st = match r {
+                    Ok(m) => RedisStats {
+                        stats: m
+                            .values()
+                            .map(|e| (e.name.clone(), format!("{} epoch={} flags={}", e.addr, e.config_epoch, e.flags)))
+                            .collect(),
+                        unixtime: now_unix(),
+                        ..Default::default()
+                    },
+                    Err(e) => RedisStats {
+                        error: Some(RemoteError { cause: e.clone() }),
+                        unixtime: now_unix(),
+                        ..Default::default()
+                    },
+                };
+                (addr.clone(), st)
+            })
+            .collect();
         Stats {
             closed: self.is_closed(),
             slots: cache.slots.clone(),
@@ -135,6 +263,7 @@ impl Topom {
                 models: cache.groups.values().cloned().collect(),
                 stats: cached.servers.clone(),
                 modes: modes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                states,
             },
             proxy: ProxySection { models: cache.proxies.values().cloned().collect(), stats: cached.proxies.clone() },
             slot_action: SlotActionStats {
@@ -146,11 +275,7 @@ impl Topom {
                 },
                 executor: self.action.executors.load(Ordering::Relaxed),
             },
-            sentinels: SentinelStats {
-                model: cache.sentinel.clone(),
-                stats: BTreeMap::new(),
-                masters: BTreeMap::new(),
-            },
+            sentinels: SentinelStats { model: cache.sentinel.clone(), stats: sentinel_stats, masters },
         }
     }
 
@@ -208,11 +333,17 @@ impl Topom {
             };
             proxies.insert(token, stats);
         }
+        let infos: BTreeMap<String, BTreeMap<String, String>> = servers
+            .iter()
+            .filter(|(_, s)| s.error.is_none() && !s.stats.is_empty())
+            .map(|(a, s)| (a.clone(), s.stats.clone()))
+            .collect();
         {
             let mut s = self.stats.lock();
             s.servers = servers;
             s.proxies = proxies;
         }
+        self.check_groups(&infos).await;
         for token in offline {
             self.reonline_if_needed(&token, false).await;
         }
