@@ -1,13 +1,16 @@
 //! Test harness shared by codis-rs integration tests.
 //!
 //! Tests run against real servers: [`RedisServer`] starts `redis-server` on a free
-//! loopback port with its own directory and stops it on drop; [`Client`] is a minimal
+//! loopback port with its own directory and stops it on drop; [`Coordinator`] does the
+//! same for etcd and ZooKeeper (or a temporary directory); [`Client`] is a minimal
 //! RESP client (from `codis-client`); [`wait_until`] polls a condition with a deadline
 //! (tests never sleep to synchronise).
 
+mod coordinator;
 mod server;
 
 pub use codis_client::{Client, Value, args};
+pub use coordinator::{Backend, Coordinator};
 pub use server::{RedisServer, free_port, module_path, redis_available};
 
 use std::future::Future;
