@@ -497,26 +497,7 @@ async fn product_auth_protects_the_api_and_reaches_servers_and_proxies(backend: 
     dashboard.topom.close().await.unwrap();
 }
 
-/// Runs each test on each coordinator: `filesystem::name`, `etcd::name`, `zookeeper::name`.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        on_every_backend!(@mod filesystem, Filesystem, $($test),*);
-        on_every_backend!(@mod etcd, Etcd, $($test),*);
-        on_every_backend!(@mod zookeeper, Zookeeper, $($test),*);
-    };
-    (@mod $module:ident, $backend:ident, $($test:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(codis_testkit::Backend::$backend).await;
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+codis_testkit::on_every_backend!(
     migrate_and_rebalance_under_load,
     migrate_and_rebalance_stock_servers_under_load,
     a_second_dashboard_is_refused_and_a_restart_resumes_migrations,

@@ -259,22 +259,7 @@ async fn a_dashboard_that_loses_its_lock_stops_writing(backend: Backend) {
     assert!(store.topom().await.unwrap().is_none());
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        on_every_backend!(@mod filesystem, Filesystem, $($test),*);
-        on_every_backend!(@mod etcd, Etcd, $($test),*);
-        on_every_backend!(@mod zookeeper, Zookeeper, $($test),*);
-    };
-    (@mod $module:ident, $backend:ident, $($test:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(codis_testkit::Backend::$backend).await;
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(standby_takes_over_a_killed_dashboard_mid_migration, a_dashboard_that_loses_its_lock_stops_writing);
+codis_testkit::on_every_backend!(
+    standby_takes_over_a_killed_dashboard_mid_migration,
+    a_dashboard_that_loses_its_lock_stops_writing
+);

@@ -33,3 +33,24 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Runs async test functions `fn name(backend: Backend)` on every coordinator, as
+/// `filesystem::name`, `etcd::name` and `zookeeper::name` (the calling crate needs tokio).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        $crate::on_every_backend!(@mod filesystem, Filesystem, $($test),*);
+        $crate::on_every_backend!(@mod etcd, Etcd, $($test),*);
+        $crate::on_every_backend!(@mod zookeeper, Zookeeper, $($test),*);
+    };
+    (@mod $module:ident, $backend:ident, $($test:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::$backend).await;
+                }
+            )*
+        }
+    };
+}
