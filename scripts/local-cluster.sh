@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a local codis-rs cluster:
 #   - two groups, each a master and a replica redis-server with the codis-slots module,
-#   - codis-dashboard (filesystem coordinator) on 18080,
+#   - codis-dashboard on 18080, its state in a coordinator: a directory by default, or
+#     an etcd or ZooKeeper server you run (see below),
 #   - codis-proxy on 19000 (admin API on 11080), registered with the dashboard,
 #   - slots split between the two groups,
 #   - three redis-sentinels on 26379-26381 that fail a dead master over within ~7 s
@@ -15,6 +16,12 @@
 #
 # Everything lives under tmp/local-cluster/ (logs, data, coordinator); the cluster state
 # starts fresh each time.
+#
+# Another coordinator (the proxy then finds the dashboard there and registers for Jodis):
+#   CODIS_LOCAL_COORDINATOR=etcd scripts/local-cluster.sh        # etcd at 127.0.0.1:2379
+#   CODIS_LOCAL_COORDINATOR=zookeeper scripts/local-cluster.sh   # ZooKeeper at 127.0.0.1:2181
+#   CODIS_LOCAL_COORDINATOR_ADDR=host:port                       # elsewhere
+#   CODIS_LOCAL_COORDINATOR_AUTH=user:password                   # etcd user / ZooKeeper digest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -27,6 +34,14 @@ DASHBOARD_PORT=${CODIS_LOCAL_DASHBOARD_PORT:-18080}
 SENTINEL_PORT=${CODIS_LOCAL_SENTINEL_PORT:-26379}
 SENTINELS=1
 BIN="$ROOT/target/release"
+COORDINATOR=${CODIS_LOCAL_COORDINATOR:-filesystem}
+COORDINATOR_AUTH=${CODIS_LOCAL_COORDINATOR_AUTH:-}
+case "$COORDINATOR" in
+    filesystem) COORDINATOR_ADDR="$RUN/coordinator" ;;
+    etcd) COORDINATOR_ADDR=${CODIS_LOCAL_COORDINATOR_ADDR:-127.0.0.1:2379} ;;
+    zookeeper) COORDINATOR_ADDR=${CODIS_LOCAL_COORDINATOR_ADDR:-127.0.0.1:2181} ;;
+    *) echo "CODIS_LOCAL_COORDINATOR=$COORDINATOR: use filesystem, etcd or zookeeper" >&2; exit 2 ;;
+esac
 
 stop() {
     local stopped=0
@@ -100,9 +115,26 @@ start() {
         addrs+=("127.0.0.1:$port")
     done
 
+    # A fresh product in etcd or ZooKeeper too (the filesystem one went with $RUN).
+    case "$COORDINATOR" in
+        etcd)
+            command -v etcdctl >/dev/null || { echo "etcdctl not found: apt-get install etcd-client" >&2; exit 1; }
+            local user=()
+            if [ -n "$COORDINATOR_AUTH" ]; then user=(--user "$COORDINATOR_AUTH"); fi
+            ETCDCTL_API=3 etcdctl --endpoints="$COORDINATOR_ADDR" "${user[@]}" del --prefix "/codis3/$PRODUCT/" >/dev/null \
+                || { echo "cannot reach etcd at $COORDINATOR_ADDR (start it, e.g. etcd --data-dir /tmp/etcd)" >&2; exit 1; }
+            ;;
+        zookeeper)
+            # (Nodes made with a password are left; remove them with zkCli.sh's addauth first.)
+            local zkcli=/usr/share/zookeeper/bin/zkCli.sh
+            [ -x "$zkcli" ] || { echo "zkCli.sh not found: apt-get install zookeeper" >&2; exit 1; }
+            "$zkcli" -server "$COORDINATOR_ADDR" deleteall "/codis3/$PRODUCT" >/dev/null 2>&1 || true
+            ;;
+    esac
     cat > "$RUN/dashboard.toml" <<TOML
-coordinator_name = "filesystem"
-coordinator_addr = "$RUN/coordinator"
+coordinator_name = "$COORDINATOR"
+coordinator_addr = "$COORDINATOR_ADDR"
+coordinator_auth = "$COORDINATOR_AUTH"
 product_name = "$PRODUCT"
 admin_addr = "127.0.0.1:$DASHBOARD_PORT"
 sentinel_down_after = "5s"
@@ -127,7 +159,18 @@ product_name = "$PRODUCT"
 proxy_addr = "127.0.0.1:$PROXY_PORT"
 admin_addr = "127.0.0.1:$PROXY_ADMIN_PORT"
 TOML
-    "$BIN/codis-proxy" --config "$RUN/proxy.toml" --dashboard "127.0.0.1:$DASHBOARD_PORT" \
+    # With etcd or ZooKeeper, the proxy finds the dashboard there and registers for Jodis.
+    local join=(--dashboard "127.0.0.1:$DASHBOARD_PORT")
+    if [ "$COORDINATOR" != filesystem ]; then
+        join=("--$COORDINATOR" "$COORDINATOR_ADDR")
+        if [ -n "$COORDINATOR_AUTH" ]; then join+=("--$COORDINATOR-auth" "$COORDINATOR_AUTH"); fi
+        cat >> "$RUN/proxy.toml" <<TOML
+jodis_name = "$COORDINATOR"
+jodis_addr = "$COORDINATOR_ADDR"
+jodis_auth = "$COORDINATOR_AUTH"
+TOML
+    fi
+    "$BIN/codis-proxy" --config "$RUN/proxy.toml" "${join[@]}" \
         --log "$RUN/proxy.log" --pidfile "$RUN/codis-proxy.pid" >/dev/null 2>&1 &
     wait_port "$PROXY_PORT"
     for _ in $(seq 1 100); do
@@ -156,7 +199,7 @@ TOML
 
 codis-rs local cluster is up:
   codis-proxy     : 127.0.0.1:$PROXY_PORT        connect: redis-cli -p $PROXY_PORT
-  codis-dashboard : http://127.0.0.1:$DASHBOARD_PORT/topom
+  codis-dashboard : http://127.0.0.1:$DASHBOARD_PORT/topom   (coordinator: $COORDINATOR $COORDINATOR_ADDR)
   proxy admin     : http://127.0.0.1:$PROXY_ADMIN_PORT/proxy
   group 1         : ${addrs[0]} (master), ${addrs[1]} (replica), slots 0-511
   group 2         : ${addrs[2]} (master), ${addrs[3]} (replica), slots 512-1023

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit tests, and integration tests against real
-# redis-server processes (started by the tests themselves on free loopback ports).
+# redis-server, etcd and ZooKeeper processes (started by the tests themselves on free
+# loopback ports, with their own data directories).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for bin in redis-server redis-cli redis-sentinel; do
     command -v "$bin" >/dev/null || { echo "missing $bin: apt-get install redis-server redis-sentinel redis-tools (see .ci/run)" >&2; exit 1; }
 done
+command -v etcd >/dev/null || { echo "missing etcd: apt-get install etcd-server etcd-client (see .ci/run)" >&2; exit 1; }
+[ -e /usr/share/java/zookeeper.jar ] || { echo "missing ZooKeeper: apt-get install zookeeper (see .ci/run)" >&2; exit 1; }
 exec cargo test --workspace --all-targets "$@"

@@ -464,8 +464,10 @@ async fn errors_are_one_clear_line() {
     assert!(e.err().contains("-1 reads Codis 2.x's layout, which codis-rs does not support"));
     let e = admin(&["--config-convert=/nonexistent"]).await;
     assert!(e.err().contains("does not support"));
-    let e = admin(&["--dashboard-list", "--zookeeper=127.0.0.1:2181"]).await;
-    assert!(e.err().contains("not supported") && e.stderr.contains("--filesystem"), "{}", e.stderr);
+    // A coordinator that is not there (more in tests/coordinators.rs).
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let e = admin(&["--dashboard-list", &format!("--zookeeper={nobody}")]).await;
+    assert!(e.err().contains(&format!("cannot open the zookeeper coordinator at {nobody}")), "{}", e.stderr);
 
     // Misuse of flags is clap's usage error (exit code 2).
     let e = admin(&[d.as_str(), "--start"]).await;

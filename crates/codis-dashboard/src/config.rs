@@ -28,6 +28,10 @@ coordinator_name = "filesystem"
 coordinator_addr = "/tmp/codis"
 # "user:password" for etcd or zookeeper.
 coordinator_auth = ""
+# The dashboard's lock (the topom node) lives as long as the dashboard renews it: a
+# dashboard that dies, or loses the coordinator, lets it go after this long, and a
+# standby (codis-dashboard --standby) takes over. Also the session timeout with ZooKeeper.
+coordinator_lease = "10s"
 
 # Product name, and the password shared by dashboard, proxies and redis servers.
 # When product_auth is set, the dashboard's mutating API calls require it as well.
@@ -66,6 +70,10 @@ pub struct Config {
     pub coordinator_addr: String,
     #[serde(skip_serializing)]
     pub coordinator_auth: String,
+    pub coordinator_lease: TimeSize,
+    /// Wait for the product lock instead of failing when it is held (`--standby`).
+    #[serde(skip)]
+    pub standby: bool,
     pub admin_addr: String,
     /// Address to advertise instead of an unspecified `admin_addr` (`--host-admin`).
     #[serde(skip)]
@@ -150,6 +158,9 @@ impl Config {
         if self.migration_async_maxbytes.bytes() < 1 {
             return bad("migration_async_maxbytes", self.migration_async_maxbytes, "must be positive, like \"32mb\"");
         }
+        if self.coordinator_lease.duration() < std::time::Duration::from_secs(2) {
+            return bad("coordinator_lease", self.coordinator_lease, "must be at least 2s, like \"10s\"");
+        }
         if self.migration_timeout.is_zero() {
             return bad("migration_timeout", self.migration_timeout, "must be positive, like \"30s\"");
         }
@@ -188,6 +199,7 @@ mod tests {
             ("coordinator_name = \"consul\"", "coordinator_name"),
             ("product_name = \"a/b\"", "product_name"),
             ("migration_timeout = \"0\"", "migration_timeout"),
+            ("coordinator_lease = \"1s\"", "coordinator_lease"),
             ("admin_adr = \"x\"", "admin_adr"),
         ] {
             let e = Config::from_toml(text).unwrap_err().to_string();

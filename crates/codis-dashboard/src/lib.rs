@@ -25,8 +25,8 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    /// Opens the coordinator, takes the product lock, and serves the API on
-    /// `config.admin_addr`.
+    /// Opens the coordinator, takes the product lock (or, with `config.standby`, waits
+    /// for it in the background), and serves the API on `config.admin_addr`.
     pub async fn start(config: Config) -> anyhow::Result<Dashboard> {
         config.validate()?;
         let listener = TcpListener::bind(&config.admin_addr).await.with_context(|| {
@@ -38,11 +38,12 @@ impl Dashboard {
             &config.coordinator_name,
             &config.coordinator_addr,
             &config.coordinator_auth,
-            std::time::Duration::from_secs(30),
+            config.coordinator_lease.duration(),
         )
         .await?;
         let store = codis_store::Store::new(client.into(), &config.product_name);
-        let topom = Topom::open(config, store, &admin_addr, &local).await?;
+        let standby = config.standby;
+        let topom = Topom::open(config, store, &admin_addr, &local, standby).await?;
         topom.start_loops();
         tokio::spawn(api::serve(listener, topom.clone()));
         Ok(Dashboard { topom, admin_addr })

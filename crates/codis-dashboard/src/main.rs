@@ -48,6 +48,10 @@ struct Args {
     /// Remove a stale dashboard lock of the product before starting.
     #[arg(long = "remove-lock")]
     remove_lock: bool,
+    /// Wait while another dashboard holds the product, and take over when its lock
+    /// goes (it stopped, died, or lost the coordinator for `coordinator_lease`).
+    #[arg(long)]
+    standby: bool,
     /// Print the default configuration and exit.
     #[arg(long = "default-config")]
     default_config: bool,
@@ -84,6 +88,7 @@ fn main() -> Result<()> {
     if let Some(v) = &args.product_auth {
         config.product_auth = v.clone();
     }
+    config.standby = args.standby;
     config.validate()?;
     let ncpu = args.ncpu.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(ncpu).enable_all().build()?;
@@ -96,7 +101,7 @@ async fn run(config: Config, remove_lock: bool, pidfile: Option<PathBuf>) -> Res
             &config.coordinator_name,
             &config.coordinator_addr,
             &config.coordinator_auth,
-            std::time::Duration::from_secs(30),
+            config.coordinator_lease.duration(),
         )
         .await?;
         codis_store::Store::new(client.into(), &config.product_name)

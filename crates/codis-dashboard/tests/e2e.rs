@@ -1,5 +1,6 @@
 //! End to end: a dashboard, a proxy and groups of real redis-servers with the
 //! codis-slots module; slots migrate and rebalance while clients write and read.
+//! Every test runs on each coordinator (filesystem, etcd, ZooKeeper), see the end.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,11 +11,11 @@ use codis_core::models::SlotMapping;
 use codis_core::slot_of;
 use codis_dashboard::{Config, Dashboard};
 use codis_proxy::{Options, Proxy};
-use codis_testkit::{Client, RedisServer, Value, args, wait_until};
+use codis_testkit::{Backend, Client, Coordinator, RedisServer, Value, args, wait_until};
 use serde_json::Value as Json;
 
 struct Cluster {
-    _root: TempDir,
+    _coord: Coordinator,
     dashboard: Dashboard,
     proxy: Proxy,
     servers: Vec<RedisServer>,
@@ -23,40 +24,26 @@ struct Cluster {
     module: bool,
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// A dashboard configuration on coordinator `c`.
+fn config_on(c: &Coordinator, product: &str) -> Config {
+    Config {
+        coordinator_name: c.name().into(),
+        coordinator_addr: c.addr().into(),
+        admin_addr: "127.0.0.1:0".into(),
+        product_name: product.into(),
+        ..Config::default()
     }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "codis-e2e-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 impl Cluster {
-    async fn start(name: &str, groups: usize) -> Cluster {
-        Self::start_mode(name, groups, true).await
+    async fn start(backend: Backend, name: &str, groups: usize) -> Cluster {
+        Self::start_mode(backend, name, groups, true).await
     }
 
     /// `module`: redis-servers with the codis-slots module, else stock ones.
-    async fn start_mode(name: &str, groups: usize, module: bool) -> Cluster {
-        let root = temp_dir(name);
-        let config = Config {
-            coordinator_addr: root.0.display().to_string(),
-            admin_addr: "127.0.0.1:0".into(),
-            product_name: format!("e2e-{name}"),
-            ..Config::default()
-        };
+    async fn start_mode(backend: Backend, name: &str, groups: usize, module: bool) -> Cluster {
+        let coord = Coordinator::start(backend);
+        let config = config_on(&coord, &format!("e2e-{name}"));
         let dashboard = Dashboard::start(config.clone()).await.unwrap();
         let proxy_config = codis_proxy::Config {
             proxy_addr: "127.0.0.1:0".into(),
@@ -68,7 +55,7 @@ impl Cluster {
         let servers: Vec<RedisServer> = (0..groups)
             .map(|_| if module { RedisServer::start_with_module(&[]) } else { RedisServer::start(&[]) })
             .collect();
-        let c = Cluster { _root: root, dashboard, proxy, servers, http: reqwest::Client::new(), config, module };
+        let c = Cluster { _coord: coord, dashboard, proxy, servers, http: reqwest::Client::new(), config, module };
         for (i, s) in c.servers.iter().enumerate() {
             c.put(&format!("group/create/{}/{}", c.xauth(), i + 1)).await.unwrap();
             c.put(&format!("group/add/{}/{}/{}", c.xauth(), i + 1, s.addr())).await.unwrap();
@@ -236,18 +223,16 @@ async fn verify_data(cl: &mut Client) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_and_rebalance_under_load() {
-    migrate_and_rebalance("migrate", true).await;
+async fn migrate_and_rebalance_under_load(backend: Backend) {
+    migrate_and_rebalance(backend, "migrate", true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_and_rebalance_stock_servers_under_load() {
-    migrate_and_rebalance("stock", false).await;
+async fn migrate_and_rebalance_stock_servers_under_load(backend: Backend) {
+    migrate_and_rebalance(backend, "stock", false).await;
 }
 
-async fn migrate_and_rebalance(name: &str, module: bool) {
-    let c = Cluster::start_mode(name, 3, module).await;
+async fn migrate_and_rebalance(backend: Backend, name: &str, module: bool) {
+    let c = Cluster::start_mode(backend, name, 3, module).await;
     // start with everything on group 1 (group 3 joins later)
     c.assign_all(1).await;
     let mut cl = c.client().await;
@@ -302,9 +287,8 @@ async fn migrate_and_rebalance(name: &str, module: bool) {
     assert_eq!(stats["group"]["modes"][c.servers[0].addr()], if module { "codis-slots" } else { "stock" });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_dashboard_is_refused_and_a_restart_resumes_migrations() {
-    let c = Cluster::start("restart", 2).await;
+async fn a_second_dashboard_is_refused_and_a_restart_resumes_migrations(backend: Backend) {
+    let c = Cluster::start(backend, "restart", 2).await;
     c.assign_all(1).await;
     let mut cl = c.client().await;
     let cmds: Vec<_> = (0..30_000).map(|i| args!["SET", format!("k{i}"), "x".repeat(100)]).collect();
@@ -347,9 +331,8 @@ async fn a_second_dashboard_is_refused_and_a_restart_resumes_migrations() {
     again.topom.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_errors_are_clear() {
-    let c = Cluster::start("errors", 1).await;
+async fn api_errors_are_clear(backend: Backend) {
+    let c = Cluster::start(backend, "errors", 1).await;
     let x = c.xauth();
     assert!(c.put("group/create/badxauth/5").await.unwrap_err().contains("invalid xauth"));
     assert!(c.put(&format!("group/create/{x}/0")).await.unwrap_err().contains("out of range"));
@@ -400,9 +383,8 @@ async fn role_of(addr: &str) -> (String, String) {
     (get("role"), get("master_port"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promote_repoints_replicas_and_the_old_master_when_it_returns() {
-    let c = Cluster::start("promote", 1).await;
+async fn promote_repoints_replicas_and_the_old_master_when_it_returns(backend: Backend) {
+    let c = Cluster::start(backend, "promote", 1).await;
     let x = c.xauth();
     let mut master = RedisServer::start_with_module(&["--repl-diskless-sync-delay", "0"]);
     let mport = master.port.to_string();
@@ -461,16 +443,9 @@ async fn promote_repoints_replicas_and_the_old_master_when_it_returns() {
     assert!(g.promoting.state.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn product_auth_protects_the_api_and_reaches_servers_and_proxies() {
-    let root = temp_dir("auth");
-    let config = Config {
-        coordinator_addr: root.0.display().to_string(),
-        admin_addr: "127.0.0.1:0".into(),
-        product_name: "e2e-auth".into(),
-        product_auth: "s3cret".into(),
-        ..Config::default()
-    };
+async fn product_auth_protects_the_api_and_reaches_servers_and_proxies(backend: Backend) {
+    let coord = Coordinator::start(backend);
+    let config = Config { product_auth: "s3cret".into(), ..config_on(&coord, "e2e-auth") };
     let dashboard = Dashboard::start(config.clone()).await.unwrap();
     let http = reqwest::Client::new();
     let put = |xauth: String, path: &str| {
@@ -521,3 +496,12 @@ async fn product_auth_protects_the_api_and_reaches_servers_and_proxies() {
     assert!(body["Cause"].as_str().unwrap().contains("product_auth"), "{body}");
     dashboard.topom.close().await.unwrap();
 }
+
+codis_testkit::on_every_backend!(
+    migrate_and_rebalance_under_load,
+    migrate_and_rebalance_stock_servers_under_load,
+    a_second_dashboard_is_refused_and_a_restart_resumes_migrations,
+    api_errors_are_clear,
+    promote_repoints_replicas_and_the_old_master_when_it_returns,
+    product_auth_protects_the_api_and_reaches_servers_and_proxies,
+);

@@ -5,13 +5,16 @@
 //! command is split per backend), the [`backend`] connection pipelines it, and the
 //! reply comes back through the session's inbox ([`reply`]) in request order.
 //! [`admin`] serves Codis's HTTP API; [`sentinel`] follows redis-sentinel failovers;
-//! [`proxy`] ties the pieces together.
+//! [`jodis`] registers the proxy for client-side discovery; [`discovery`] finds the
+//! dashboard; [`proxy`] ties the pieces together.
 
 pub mod admin;
 pub mod backend;
 pub mod command;
 pub mod config;
+pub mod discovery;
 pub mod io;
+pub mod jodis;
 pub mod proxy;
 pub mod reply;
 pub mod router;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use codis_core::models::Slot;
 use codis_proxy::config::{Config, DEFAULT_CONFIG};
+use codis_proxy::discovery::{Retry, dashboard_from_coordinator, online_with_dashboard};
 use codis_proxy::proxy::{LogControl, Options, Proxy};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
@@ -40,12 +41,27 @@ struct Args {
     #[arg(long = "host-proxy")]
     host_proxy: Option<String>,
     /// Static mode: serve the slots in this JSON file (Codis `[]Slot`) with no dashboard.
-    #[arg(long, conflicts_with = "dashboard")]
+    #[arg(long, conflicts_with_all = ["dashboard", "zookeeper", "etcd", "filesystem"])]
     fillslots: Option<PathBuf>,
     /// Register with the dashboard at this address, which then fills the slots and
     /// starts the proxy.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["zookeeper", "etcd", "filesystem"])]
     dashboard: Option<String>,
+    /// Find the product's dashboard in this ZooKeeper (its lock node), then register.
+    #[arg(long, conflicts_with_all = ["etcd", "filesystem"])]
+    zookeeper: Option<String>,
+    /// `user:password` for --zookeeper.
+    #[arg(long = "zookeeper-auth", requires = "zookeeper")]
+    zookeeper_auth: Option<String>,
+    /// Find the product's dashboard in this etcd, then register.
+    #[arg(long, conflicts_with = "filesystem")]
+    etcd: Option<String>,
+    /// `user:password` for --etcd.
+    #[arg(long = "etcd-auth", requires = "etcd")]
+    etcd_auth: Option<String>,
+    /// Find the product's dashboard in this filesystem coordinator, then register.
+    #[arg(long)]
+    filesystem: Option<String>,
     /// Refuse to start unless at least this many file descriptors can be opened.
     #[arg(long)]
     ulimit: Option<u64>,
@@ -105,13 +121,28 @@ fn main() -> Result<()> {
     // connections and serves the admin API.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let options = Options { workers: ncpu, log_control: Some(log_control) };
-    runtime.block_on(run(config, slots, args.dashboard, args.pidfile, options))
+    let join = match (&args.dashboard, &args.zookeeper, &args.etcd, &args.filesystem) {
+        (Some(addr), ..) => Some(Join::Dashboard(addr.clone())),
+        (_, Some(addr), ..) => Some(Join::Coordinator("zookeeper", addr.clone(), args.zookeeper_auth.clone())),
+        (_, _, Some(addr), _) => Some(Join::Coordinator("etcd", addr.clone(), args.etcd_auth.clone())),
+        (.., Some(root)) => Some(Join::Coordinator("filesystem", root.clone(), None)),
+        _ => None,
+    };
+    runtime.block_on(run(config, slots, join, args.pidfile, options))
+}
+
+/// How the proxy finds the dashboard that drives it.
+enum Join {
+    Dashboard(String),
+    /// Coordinator name, address and `user:password`: the dashboard's address is in the
+    /// product's lock node.
+    Coordinator(&'static str, String, Option<String>),
 }
 
 async fn run(
     config: Config,
     slots: Option<Vec<Slot>>,
-    dashboard: Option<String>,
+    join: Option<Join>,
     pidfile: Option<PathBuf>,
     options: Options,
 ) -> Result<()> {
@@ -122,8 +153,22 @@ async fn run(
         proxy.fill_slots(&slots).await.context("filling slots from --fillslots")?;
         proxy.start()?;
         tracing::warn!(slots = slots.len(), "static mode: slots filled, proxy online");
-    } else if let Some(dashboard) = dashboard {
-        online_with_dashboard(&dashboard, &product, &product_auth, &proxy.model().admin_addr).await?;
+    } else if let Some(join) = join {
+        // Codis's patience: 10 tries for a dashboard, 30 through a coordinator, 3 s apart.
+        let pause = std::time::Duration::from_secs(3);
+        let dashboard = match join {
+            Join::Dashboard(addr) => addr,
+            Join::Coordinator(name, addr, auth) => {
+                let retry = Retry { attempts: 30, pause };
+                let found = dashboard_from_coordinator(name, &addr, auth.as_deref().unwrap_or(""), &product, retry)
+                    .await
+                    .with_context(|| format!("finding the dashboard of product {product}"))?;
+                tracing::warn!(dashboard = %found, coordinator = name, "found the dashboard");
+                found
+            }
+        };
+        let retry = Retry { attempts: 10, pause };
+        online_with_dashboard(&dashboard, &product, &product_auth, &proxy.model().admin_addr, retry).await?;
     } else {
         tracing::warn!("proxy waiting online: fill slots and start it through the admin API");
     }
@@ -136,33 +181,6 @@ async fn run(
     proxy.close().await;
     tracing::warn!("proxy exited");
     Ok(())
-}
-
-/// Asks the dashboard to register this proxy (it then fills the slots and starts it),
-/// retrying as Codis does: 10 tries, 3 s apart.
-async fn online_with_dashboard(dashboard: &str, product: &str, product_auth: &str, admin_addr: &str) -> Result<()> {
-    let xauth = codis_core::auth::dashboard_xauth(product, product_auth);
-    let url = format!("http://{dashboard}/api/topom/proxy/online/{xauth}/{admin_addr}");
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let mut last = String::new();
-    for attempt in 1..=10 {
-        match http.put(&url).send().await {
-            Ok(r) if r.status().is_success() => {
-                tracing::warn!(dashboard, "registered with the dashboard");
-                return Ok(());
-            }
-            Ok(r) => {
-                let status = r.status();
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                last =
-                    body.get("Cause").and_then(|c| c.as_str()).map_or_else(|| format!("HTTP {status}"), str::to_string);
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tracing::warn!(dashboard, attempt, error = %last, "registering with the dashboard failed, retrying in 3s");
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    }
-    bail!("cannot register with the dashboard at {dashboard}: {last}")
 }
 
 fn read_slots(path: &PathBuf) -> Result<Vec<Slot>> {

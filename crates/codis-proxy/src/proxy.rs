@@ -11,6 +11,7 @@ use std::time::Duration;
 use codis_core::auth::{new_token, new_xauth};
 use codis_core::models::{self, Slot};
 use codis_resp::Limits;
+use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
@@ -66,6 +67,8 @@ pub struct Shared {
     pub sentinel: crate::sentinel::SentinelState,
     pub log_control: Option<LogControl>,
     workers: OnceLock<Workers>,
+    /// The jodis registration task, started when the proxy first goes online.
+    jodis: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -99,12 +102,17 @@ impl Shared {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Puts the router online; clients connecting from now on are served.
-    pub fn start(&self) -> Result<(), RouterError> {
+    /// Puts the router online; clients connecting from now on are served. With jodis
+    /// configured, the proxy registers for Jodis clients from now on.
+    pub fn start(self: &Arc<Self>) -> Result<(), RouterError> {
         if self.is_closed() {
             return Err(RouterError::Closed);
         }
         self.online.store(true, Ordering::Release);
+        let mut jodis = self.jodis.lock();
+        if jodis.is_none() && !self.model.jodis_path.is_empty() {
+            *jodis = Some(tokio::spawn(crate::jodis::run(self.clone())));
+        }
         Ok(())
     }
 
@@ -123,6 +131,11 @@ impl Shared {
         tracing::warn!("proxy shutting down");
         self.shutdown.send_replace(true);
         self.router.close().await;
+        // The jodis node goes before the process does.
+        let jodis = self.jodis.lock().take();
+        if let Some(task) = jodis {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
     }
 }
 
@@ -162,7 +175,7 @@ impl Proxy {
             admin_addr,
             proto_type: config.proto_type.clone(),
             proxy_addr: proxy_addr_adv,
-            jodis_path: String::new(),
+            jodis_path: String::new(), // set below, from the token
             product_name: config.product_name.clone(),
             pid: std::process::id() as i64,
             pwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -170,6 +183,7 @@ impl Proxy {
             hostname: hostname(),
             datacenter: config.proxy_datacenter.clone(),
         };
+        let model = models::Proxy { jodis_path: crate::jodis::path(&config, &model.token), ..model };
         let limits = Limits::default();
         let settings = backend_settings(&config);
         let stats = Arc::new(Stats::default());
@@ -187,6 +201,7 @@ impl Proxy {
             sentinel: Default::default(),
             log_control,
             workers: OnceLock::new(),
+            jodis: Mutex::new(None),
             config,
         });
         let pool = Workers::start(workers, &shared).map_err(|source| ProxyError::Workers { count: workers, source })?;

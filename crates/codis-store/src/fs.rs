@@ -5,6 +5,14 @@
 //! is fsynced (file, then directory) so a crash never leaves a torn or lost node, and
 //! operations serialise on an exclusive `flock` of `<root>/data.lck`, waiting for it
 //! rather than failing as Codis did, so a dashboard and codis-admin can share a root.
+//!
+//! Codis has no ephemeral nodes here. This backend has them for the dashboard lock: the
+//! holder keeps an exclusive `flock` on `<root>/leases/<path>` for as long as it lives,
+//! and writes the node's data there too. The node file itself stays when the holder
+//! dies, but a later `create_ephemeral` finds the lease unlocked with the same data and
+//! takes the node over; a node whose data does not match (a lock left by Codis) stays
+//! locked until removed. Fenced writes compare the node with its holder's data under the
+//! data lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -12,13 +20,27 @@ use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
-use crate::{Coordinator, Result, StoreError};
+use crate::{Coordinator, Ephemeral, Result, StoreError};
 
+/// How often a holder looks whether its ephemeral node was removed or replaced.
+const POLL: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
 pub struct FsCoordinator {
     inner: Arc<Inner>,
+    fence: Option<Arc<Fence>>,
+}
+
+/// What a fenced view's writes depend on: the node still holds its holder's data.
+struct Fence {
+    path: String,
+    data: Vec<u8>,
+    lost: watch::Receiver<bool>,
 }
 
 struct Inner {
@@ -51,7 +73,7 @@ impl FsCoordinator {
         };
         fs::create_dir_all(&inner.data).map_err(|e| io_error(&inner.root, e))?;
         fs::create_dir_all(&inner.temp).map_err(|e| io_error(&inner.root, e))?;
-        Ok(FsCoordinator { inner: Arc::new(inner) })
+        Ok(FsCoordinator { inner: Arc::new(inner), fence: None })
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
@@ -59,8 +81,15 @@ impl FsCoordinator {
             return Err(StoreError::Closed);
         }
         let inner = self.inner.clone();
+        let fence = self.fence.clone();
         tokio::task::spawn_blocking(move || {
             let _lock = inner.lock()?;
+            if let Some(f) = fence {
+                let current = inner.real(&f.path).map(|r| fs::read(r).ok())?;
+                if *f.lost.borrow() || current.as_deref() != Some(&f.data[..]) {
+                    return Err(StoreError::Fenced { path: f.path.clone() });
+                }
+            }
             f(&inner)
         })
         .await
@@ -103,6 +132,13 @@ impl Inner {
 
     fn err(&self, e: io::Error) -> StoreError {
         io_error(&self.root, e)
+    }
+
+    /// The lease file of ephemeral node `path`.
+    fn lease_file(&self, path: &str) -> Result<PathBuf> {
+        self.real(path)?;
+        let name = path.trim_start_matches('/').replace('/', "%");
+        Ok(self.data.with_file_name("leases").join(format!("{name}.lck")))
     }
 
     /// The file of node `path`; `..` and other escapes are refused.
@@ -252,12 +288,56 @@ impl Coordinator for FsCoordinator {
         .await
     }
 
-    async fn create_ephemeral(&self, _path: &str, _data: &[u8]) -> Result<()> {
-        Err(StoreError::Unsupported {
-            what: "ephemeral nodes (jodis)",
-            backend: "filesystem",
-            hint: "; use etcd or zookeeper for jodis",
-        })
+    async fn create_ephemeral(&self, path: &str, data: &[u8]) -> Result<Ephemeral> {
+        let (path_s, data_v) = (path.to_string(), data.to_vec());
+        let lease = self
+            .run(move |inner| {
+                let file = inner.lease_file(&path_s)?;
+                fs::create_dir_all(file.parent().unwrap_or(&inner.data)).map_err(|e| inner.err(e))?;
+                let mut lease = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .read(true)
+                    .write(true)
+                    .open(&file)
+                    .map_err(|e| inner.err(e))?;
+                // SAFETY: flock on a descriptor we own; fails at once if another holder has it.
+                if unsafe { libc::flock(lease.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    return Err(StoreError::Exists { path: path_s });
+                }
+                let real = inner.real(&path_s)?;
+                if let Ok(existing) = fs::read(&real) {
+                    // A dead holder's node (its lease says the same) or our own leftover.
+                    let left = fs::read(&file).unwrap_or_default();
+                    if existing != left && existing != data_v {
+                        return Err(StoreError::Exists { path: path_s });
+                    }
+                }
+                inner.write(&real, &data_v)?;
+                lease.set_len(0).and_then(|_| lease.write_all(&data_v)).map_err(|e| inner.err(e))?;
+                Ok(lease)
+            })
+            .await?;
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let fence = Arc::new(Fence { path: path.to_string(), data: data.to_vec(), lost: lost_rx.clone() });
+        let fenced = FsCoordinator { inner: self.inner.clone(), fence: Some(fence) };
+        // Shared with the watcher, which lets the flock go as soon as the node is lost.
+        let lease = Arc::new(std::sync::Mutex::new(Some(lease)));
+        tokio::spawn(watch_node(fenced.clone(), lease.clone(), lost_tx, stop.clone()));
+        let this = fenced.clone();
+        Ok(Ephemeral::new(path, lost_rx, Arc::new(fenced), move || {
+            Box::pin(async move {
+                stop.notify_one();
+                let fence = this.fence.clone().expect("fenced view");
+                let r = match this.delete(&fence.path).await {
+                    Err(StoreError::Fenced { .. }) => Ok(()), // not ours any more: leave it
+                    other => other,
+                };
+                unlock(&lease);
+                r
+            })
+        }))
     }
 
     async fn watch(&self, _path: &str) -> Result<()> {
@@ -267,6 +347,40 @@ impl Coordinator for FsCoordinator {
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
     }
+}
+
+/// Empties and closes a lease file, which lets its flock go.
+fn unlock(lease: &std::sync::Mutex<Option<File>>) {
+    if let Some(f) = lease.lock().expect("lease lock").take() {
+        let _ = f.set_len(0);
+    }
+}
+
+/// Sets `lost` (and lets the lease go) once the fenced view's node no longer holds its
+/// holder's data.
+async fn watch_node(
+    c: FsCoordinator,
+    lease: Arc<std::sync::Mutex<Option<File>>>,
+    lost: watch::Sender<bool>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let fence = c.fence.clone().expect("fenced view");
+    loop {
+        tokio::select! {
+            _ = stop.notified() => return,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        let unfenced = FsCoordinator { inner: c.inner.clone(), fence: None };
+        match unfenced.read(&fence.path, false).await {
+            Ok(Some(d)) if d == fence.data => continue,
+            Err(StoreError::Closed) => return,
+            Err(_) => continue,
+            Ok(_) => break,
+        }
+    }
+    tracing::warn!(node = %fence.path, "lost ephemeral node: removed or replaced");
+    unlock(&lease);
+    lost.send_replace(true);
 }
 
 #[cfg(test)]
@@ -323,7 +437,6 @@ mod tests {
         c.delete("/codis3/p/slots").await.unwrap();
         assert!(c.list("/codis3/p/slots", false).await.unwrap().is_empty());
         assert!(c.read("/../etc/passwd", false).await.is_err());
-        assert!(matches!(c.create_ephemeral("/jodis/p/x", b"").await, Err(StoreError::Unsupported { .. })));
         c.close().await;
         assert!(matches!(c.read("/codis3/p/topom", false).await, Err(StoreError::Closed)));
         let _ = fs::remove_dir_all(dir);

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::layout::*;
-use crate::{Coordinator, Result, StoreError};
+use crate::{Coordinator, Ephemeral, Result, StoreError};
 
 /// The dashboard that holds a product's lock.
 pub type LockHolder = Topom;
@@ -35,35 +35,49 @@ impl Store {
         &self.client
     }
 
-    /// Takes the product's dashboard lock by creating the topom node, as Codis does.
-    /// If another dashboard holds it, the error names that dashboard and how to clear a
-    /// stale lock.
+    /// Takes the product's dashboard lock by creating the topom node, persistent, as
+    /// Codis's dashboard does (a crashed holder leaves it until `--remove-lock`).
     pub async fn acquire(&self, topom: &Topom) -> Result<()> {
         let path = topom_path(&self.product);
         match self.client.create(&path, &encode(topom)?).await {
-            Err(StoreError::Exists { .. }) => {
-                let holder: Option<Topom> = self.read_json(&path).await.unwrap_or(None);
-                let who = match holder {
-                    Some(t) => format!(
-                        "the dashboard at {} (pid {}, host {}, started {})",
-                        t.admin_addr,
-                        t.pid,
-                        t.sys.split_whitespace().nth(1).unwrap_or("?"),
-                        t.start_time
-                    ),
-                    None => "another dashboard".to_string(),
-                };
-                Err(StoreError::Locked(format!(
-                    "product '{}' is locked by {who}; stop it, or if it is gone remove the stale lock with \
-                     `codis-admin --remove-lock --product={} --{}={}`",
-                    self.product,
-                    self.product,
-                    self.client.name(),
-                    self.client.addr()
-                )))
-            }
+            Err(StoreError::Exists { .. }) => Err(self.locked().await),
             other => other,
         }
+    }
+
+    /// Takes the product's dashboard lock as an ephemeral topom node (same path and JSON
+    /// as Codis's lock, so Codis's tools see and remove it), which expires with its
+    /// holder. Writes through `Store::new(lock.fenced(), ..)` stop the moment it is lost.
+    pub async fn lock(&self, topom: &Topom) -> Result<Ephemeral> {
+        let path = topom_path(&self.product);
+        match self.client.create_ephemeral(&path, &encode(topom)?).await {
+            Err(StoreError::Exists { .. }) => Err(self.locked().await),
+            other => other,
+        }
+    }
+
+    /// The error for a lock held by someone else: who holds it and what to do.
+    async fn locked(&self) -> StoreError {
+        let holder: Option<Topom> = self.topom().await.unwrap_or(None);
+        let who = match holder {
+            Some(t) => format!(
+                "the dashboard at {} (pid {}, host {}, started {})",
+                t.admin_addr,
+                t.pid,
+                t.sys.split_whitespace().nth(1).unwrap_or("?"),
+                t.start_time
+            ),
+            None => "another dashboard".to_string(),
+        };
+        StoreError::Locked(format!(
+            "product '{}' is locked by {who}; stop it, or start this one with --standby to take over when it \
+             stops; a lock left by a crashed Codis dashboard is removed with \
+             `codis-admin --remove-lock --product={} --{}={}`",
+            self.product,
+            self.product,
+            self.client.name(),
+            self.client.addr()
+        ))
     }
 
     /// Releases the dashboard lock (also what `--remove-lock` does).
@@ -79,10 +93,9 @@ impl Store {
     pub async fn slot_mappings(&self) -> Result<Vec<SlotMapping>> {
         let mut out: Vec<SlotMapping> =
             (0..MAX_SLOT_NUM as i64).map(|id| SlotMapping { id, ..Default::default() }).collect();
-        for path in self.client.list(&slots_dir(&self.product), false).await? {
-            if let Some(m) = self.read_json::<SlotMapping>(&path).await?
-                && (0..MAX_SLOT_NUM as i64).contains(&m.id)
-            {
+        for (path, data) in self.client.read_children(&slots_dir(&self.product)).await? {
+            let m: SlotMapping = decode(&path, &data)?;
+            if (0..MAX_SLOT_NUM as i64).contains(&m.id) {
                 let id = m.id as usize;
                 out[id] = m;
             }
@@ -102,10 +115,9 @@ impl Store {
 
     pub async fn groups(&self) -> Result<BTreeMap<i64, Group>> {
         let mut out = BTreeMap::new();
-        for path in self.client.list(&group_dir(&self.product), false).await? {
-            if let Some(g) = self.read_json::<Group>(&path).await? {
-                out.insert(g.id, g);
-            }
+        for (path, data) in self.client.read_children(&group_dir(&self.product)).await? {
+            let g: Group = decode(&path, &data)?;
+            out.insert(g.id, g);
         }
         Ok(out)
     }
@@ -121,10 +133,9 @@ impl Store {
     /// Registered proxies by token.
     pub async fn proxies(&self) -> Result<BTreeMap<String, Proxy>> {
         let mut out = BTreeMap::new();
-        for path in self.client.list(&proxy_dir(&self.product), false).await? {
-            if let Some(p) = self.read_json::<Proxy>(&path).await? {
-                out.insert(p.token.clone(), p);
-            }
+        for (path, data) in self.client.read_children(&proxy_dir(&self.product)).await? {
+            let p: Proxy = decode(&path, &data)?;
+            out.insert(p.token.clone(), p);
         }
         Ok(out)
     }
@@ -158,11 +169,13 @@ impl Store {
     async fn read_json<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
         match self.client.read(path, false).await? {
             None => Ok(None),
-            Some(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|source| StoreError::Json { path: path.to_string(), source }),
+            Some(b) => decode(path, &b).map(Some),
         }
     }
+}
+
+fn decode<T: DeserializeOwned>(path: &str, data: &[u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|source| StoreError::Json { path: path.to_string(), source })
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {

@@ -59,13 +59,17 @@ pub(super) async fn run(topom: Arc<Topom>) {
         if topom.is_closed() {
             return;
         }
-        let pause = match topom.action_round().await {
-            Ok(true) => Duration::ZERO,
-            Ok(false) => Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(error = %e, "slot migration round failed, retrying");
-                *topom.action.status.lock() = format!("[ERROR] {e}");
-                Duration::from_secs(1)
+        let pause = if !topom.is_active() {
+            Duration::from_millis(100) // standing by: the holder of the lock migrates
+        } else {
+            match topom.action_round().await {
+                Ok(true) => Duration::ZERO,
+                Ok(false) => Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "slot migration round failed, retrying");
+                    *topom.action.status.lock() = format!("[ERROR] {e}");
+                    Duration::from_secs(1)
+                }
             }
         };
         if !pause.is_zero() {
@@ -281,7 +285,7 @@ impl Topom {
         loop {
             c.ok(&["SELECT", &db.to_string()]).await?;
             loop {
-                if self.is_closed() || self.action.disabled.load(Ordering::Relaxed) {
+                if self.is_closed() || !self.is_active() || self.action.disabled.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
                 let reply = if sync {
@@ -406,7 +410,7 @@ impl Topom {
                 c.ok(&["SELECT", &db]).await?;
                 let mut cursor = "0".to_string();
                 loop {
-                    if self.is_closed() || self.action.disabled.load(Ordering::Relaxed) {
+                    if self.is_closed() || !self.is_active() || self.action.disabled.load(Ordering::Relaxed) {
                         return Ok(false);
                     }
                     let reply = c.ok(&["SCAN", &cursor, "COUNT", "1000"]).await?;

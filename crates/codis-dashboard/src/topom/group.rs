@@ -24,7 +24,7 @@ impl Topom {
         if !g.servers.is_empty() {
             return Err(TopomError::msg(format!("group-[{gid}] isn't empty: remove its servers first")));
         }
-        self.store.delete_group(gid).await?;
+        self.store().delete_group(gid).await?;
         cache.groups.remove(&gid);
         Ok(())
     }
@@ -147,7 +147,7 @@ impl Topom {
         }
         let mut s = cache.sentinel.clone();
         s.out_of_sync = true;
-        self.store.update_sentinel(&s).await?;
+        self.store().update_sentinel(&s).await?;
         cache.sentinel = s;
         Ok(())
     }

@@ -5,10 +5,15 @@
 //! changes (every proxy must acknowledge) before an operation returns. Long work (slot
 //! migration, stats polling) runs in background loops that take the lock only for
 //! their state transitions.
+//!
+//! The product lock is an ephemeral topom node ([`lease`]): while the dashboard holds it,
+//! every coordinator write goes through the lock's fenced view, and the moment it is
+//! lost the dashboard stops writing and pushing routing, and waits to take it again.
 
 mod action;
 pub mod context;
 mod group;
+mod lease;
 mod proxy;
 mod replication;
 mod sentinel;
@@ -22,7 +27,7 @@ use std::time::Duration;
 
 use codis_core::auth::{dashboard_xauth, new_token};
 use codis_core::models::{self, Slot, SlotMapping};
-use codis_store::{Store, StoreError};
+use codis_store::{Ephemeral, Store, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, MutexGuard, watch};
 
@@ -46,6 +51,8 @@ pub enum TopomError {
     Redis(#[from] codis_client::ClientError),
     #[error("use of closed topom")]
     Closed,
+    #[error("{0}")]
+    Standby(String),
 }
 
 impl TopomError {
@@ -73,7 +80,15 @@ pub struct ActionControl {
 
 pub struct Topom {
     pub config: Config,
-    store: Store,
+    /// The coordinator without fencing: reads, and taking the lock.
+    base: Store,
+    /// Writes: through the held lock's fenced view (the base store while standing by,
+    /// when nothing writes).
+    store: parking_lot::RwLock<Store>,
+    /// The product lock, while held.
+    lock_node: Mutex<Option<Ephemeral>>,
+    /// Holds the lock: operations run, loops work, proxies are told about changes.
+    active: AtomicBool,
     model: models::Topom,
     xauth: String,
     state: Mutex<Cache>,
@@ -88,9 +103,17 @@ pub struct Topom {
 }
 
 impl Topom {
-    /// Loads the product's state and takes its dashboard lock. `admin_addr` is the
-    /// address the REST API listens on (advertised in the lock node).
-    pub async fn open(config: Config, store: Store, admin_addr: &str, listen_addr: &str) -> Result<Arc<Topom>> {
+    /// Takes the product's dashboard lock and loads the state; with `standby`, waits
+    /// instead (the loops started by [`Topom::start_loops`] take the lock once it is
+    /// free). `admin_addr` is the address the REST API listens on (advertised in the
+    /// lock node).
+    pub async fn open(
+        config: Config,
+        store: Store,
+        admin_addr: &str,
+        listen_addr: &str,
+        standby: bool,
+    ) -> Result<Arc<Topom>> {
         let token = new_token(&[&config.product_name, listen_addr]);
         let model = models::Topom {
             token,
@@ -101,20 +124,19 @@ impl Topom {
             pwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
             sys: uname(),
         };
-        store.acquire(&model).await?;
-        let cache = match load(&store).await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = store.release().await;
-                return Err(e);
-            }
-        };
         let xauth = dashboard_xauth(&config.product_name, &config.product_auth);
+        let empty = Cache {
+            slots: (0..codis_core::MAX_SLOT_NUM as i64).map(|id| SlotMapping { id, ..Default::default() }).collect(),
+            ..Default::default()
+        };
         let topom = Arc::new(Topom {
-            store,
+            store: parking_lot::RwLock::new(store.clone()),
+            base: store,
+            lock_node: Mutex::new(None),
+            active: AtomicBool::new(false),
             model,
             xauth,
-            state: Mutex::new(cache),
+            state: Mutex::new(empty),
             hosts: parking_lot::Mutex::new(Hosts::default()),
             http: http_client(Duration::from_secs(5)),
             closed: AtomicBool::new(false),
@@ -125,13 +147,18 @@ impl Topom {
             ha: parking_lot::Mutex::new(sentinel::HaState::default()),
             config,
         });
-        tracing::warn!(product = %topom.config.product_name, admin = %topom.model.admin_addr, "dashboard holds the product lock");
+        if standby {
+            tracing::warn!(product = %topom.config.product_name, "standing by: waiting for the product lock");
+        } else {
+            topom.take_over().await?;
+        }
         Ok(topom)
     }
 
     /// Starts the background loops (migrations, stats, proxy re-online, sync actions,
     /// following the sentinels).
     pub fn start_loops(self: &Arc<Self>) {
+        tokio::spawn(lease::run(self.clone()));
         tokio::spawn(action::run(self.clone()));
         tokio::spawn(stats::run(self.clone()));
         tokio::spawn(replication::run(self.clone()));
@@ -146,12 +173,18 @@ impl Topom {
         &self.xauth
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Where writes go: the held lock's fenced view of the coordinator.
+    pub fn store(&self) -> Store {
+        self.store.read().clone()
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether this dashboard holds the product lock (false while standing by).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -166,17 +199,24 @@ impl Topom {
         self.shutdown.send_replace(true);
         // Take the state lock so no operation is half-way when the lock goes.
         let _state = self.state.lock().await;
-        self.store.release().await?;
+        self.active.store(false, Ordering::Release);
+        if let Some(node) = self.lock_node.lock().await.take() {
+            node.release().await?;
+        }
         tracing::warn!("dashboard closed, product lock released");
         Ok(())
     }
 
-    /// The state lock, refused once closed.
+    /// The state lock, refused once closed or while not holding the product lock.
     async fn lock(&self) -> Result<MutexGuard<'_, Cache>> {
         if self.is_closed() {
             return Err(TopomError::Closed);
         }
-        Ok(self.state.lock().await)
+        let guard = self.state.lock().await;
+        if !self.is_active() {
+            return Err(self.standby_error().await);
+        }
+        Ok(guard)
     }
 
     /// A snapshot of the state (for reads and the API).
@@ -187,7 +227,7 @@ impl Topom {
     /// Replaces the in-memory state by what the coordinator holds (`reload` route).
     pub async fn reload(&self) -> Result<()> {
         let mut state = self.lock().await?;
-        *state = load(&self.store).await?;
+        *state = load(&self.base).await?;
         Ok(())
     }
 
@@ -237,6 +277,10 @@ impl Topom {
         if slots.is_empty() || cache.proxies.is_empty() {
             return Ok(());
         }
+        if !self.is_active() {
+            // A dashboard that lost its lock must not overwrite its successor's routing.
+            return Err(self.standby_error().await);
+        }
         let ms: Vec<&SlotMapping> = slots.iter().filter_map(|&sid| cache.slots.get(sid as usize)).collect();
         let calls = cache.proxies.values().map(|p| {
             let routing = self.slots_for(cache, &ms, Some(p));
@@ -257,7 +301,7 @@ impl Topom {
 
     /// Stores a slot mapping, then updates the cache.
     async fn put_slot(&self, cache: &mut Cache, m: SlotMapping) -> Result<()> {
-        self.store.update_slot_mapping(&m).await?;
+        self.store().update_slot_mapping(&m).await?;
         let id = m.id as usize;
         cache.slots[id] = m;
         Ok(())
@@ -269,7 +313,7 @@ impl Topom {
         if ms.is_empty() {
             return Ok(());
         }
-        self.store.update_slot_mappings(&ms).await?;
+        self.store().update_slot_mappings(&ms).await?;
         for m in ms {
             let id = m.id as usize;
             cache.slots[id] = m;
@@ -278,7 +322,7 @@ impl Topom {
     }
 
     async fn put_group(&self, cache: &mut Cache, g: models::Group) -> Result<()> {
-        self.store.update_group(&g).await?;
+        self.store().update_group(&g).await?;
         cache.groups.insert(g.id, g);
         Ok(())
     }

@@ -14,7 +14,7 @@ impl Topom {
             return Err(TopomError::msg(format!("proxy-[{}] already exists", p.token)));
         }
         p.id = cache.max_proxy_id() + 1;
-        self.store.update_proxy(&p).await?;
+        self.store().update_proxy(&p).await?;
         cache.proxies.insert(p.token.clone(), p.clone());
         self.reinit(&cache, &p).await
     }
@@ -27,7 +27,7 @@ impl Topom {
             Some(known) => known.id,
             None => cache.max_proxy_id() + 1,
         };
-        self.store.update_proxy(&p).await?;
+        self.store().update_proxy(&p).await?;
         cache.proxies.insert(p.token.clone(), p.clone());
         self.reinit(&cache, &p).await
     }
@@ -50,7 +50,7 @@ impl Topom {
             }
             tracing::warn!(token, error = %e, "proxy shutdown failed, removing anyway");
         }
-        self.store.delete_proxy(token).await?;
+        self.store().delete_proxy(token).await?;
         cache.proxies.remove(token);
         Ok(())
     }

@@ -116,7 +116,7 @@ impl Topom {
         let mut s = cache.sentinel.clone();
         s.servers.push(addr.to_string());
         s.out_of_sync = true;
-        self.store.update_sentinel(&s).await?;
+        self.store().update_sentinel(&s).await?;
         cache.sentinel = s;
         tracing::warn!(addr, "sentinel added; resync the sentinels to make it monitor the groups");
         Ok(())
@@ -140,7 +140,7 @@ impl Topom {
         let mut s = cache.sentinel.clone();
         s.servers.retain(|x| x != addr);
         s.out_of_sync = true;
-        self.store.update_sentinel(&s).await?;
+        self.store().update_sentinel(&s).await?;
         cache.sentinel = s;
         self.ha.lock().answers.remove(addr);
         self.push_sentinels(&cache).await
@@ -177,7 +177,7 @@ impl Topom {
         self.push_sentinels(&cache).await?;
         let mut s = cache.sentinel.clone();
         s.out_of_sync = false;
-        self.store.update_sentinel(&s).await?;
+        self.store().update_sentinel(&s).await?;
         cache.sentinel = s;
         Ok(())
     }
@@ -414,7 +414,7 @@ impl Topom {
         }
         let mut s = cache.sentinel.clone();
         s.out_of_sync = true;
-        self.store.update_sentinel(&s).await?;
+        self.store().update_sentinel(&s).await?;
         cache.sentinel = s;
         Ok(())
     }
