@@ -14,27 +14,7 @@ Needs: redis-server, redis-sentinel, redis-cli, cargo. All processes share this 
 """
 import argparse, hashlib, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on port {port}")
+from benchlib import BIN, ROOT, api, free_port, redis, wait_port
 
 
 def wait_for(what, check, timeout=60):
@@ -45,20 +25,6 @@ def wait_for(what, check, timeout=60):
             return v
         time.sleep(0.05)
     sys.exit(f"timed out waiting for {what}")
-
-
-def api(dashboard, path, body=None, method="PUT"):
-    req = urllib.request.Request(f"http://{dashboard}{path}", data=body.encode() if body else None, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        sys.exit(f"dashboard call {path} failed: {e.read().decode()}")
-
-
-def redis(port, *args):
-    r = subprocess.run(["redis-cli", "-p", str(port), *map(str, args)], capture_output=True, text=True)
-    return r.stdout.strip()
 
 
 def kv(port, *args):

@@ -156,7 +156,7 @@ async fn hello_client_and_reset_are_answered_by_the_proxy() {
     let Value::Int(id) = hello[7] else { panic!("{hello:?}") };
     assert_eq!(cl.cmd(&["CLIENT", "ID"]).await.unwrap(), Value::Int(id));
     assert_eq!(cl.cmd(&["CLIENT", "GETNAME"]).await.unwrap(), Value::bulk("app1"));
-    let Value::Error(e) = cl.cmd(&["HELLO", "3"]).await.unwrap() else { panic!() };
+    let Value::Error(e) = cl.cmd(&["HELLO", "4"]).await.unwrap() else { panic!() };
     assert!(e.starts_with("NOPROTO"), "{e}");
     let Value::Error(e) = cl.cmd(&["HELLO", "x"]).await.unwrap() else { panic!() };
     assert!(e.contains("Protocol version"), "{e}");
@@ -185,4 +185,78 @@ async fn hello_client_and_reset_are_answered_by_the_proxy() {
     assert_eq!(cl.cmd(&["CLIENT", "GETNAME"]).await.unwrap(), Value::Nil);
     assert_eq!(cl.cmd(&["SET", "k", "v"]).await.unwrap(), Value::ok());
     assert_eq!(c.direct(0).await.cmd(&["GET", "k"]).await.unwrap(), Value::bulk("v"), "back in database 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_key_writes_codis_refused_work_on_one_group() {
+    let c = Cluster::start(2).await;
+    let mut cl = c.client().await;
+    let a = (0..).map(|i| format!("a{i}")).find(|k| c.owner(k.as_bytes()) == 0).unwrap();
+    let b = (0..).map(|i| format!("b{i}")).find(|k| c.owner(k.as_bytes()) == 1).unwrap();
+    assert_eq!(cl.cmd(&["SET", "{r}old", "v"]).await.unwrap(), Value::ok());
+    assert_eq!(cl.cmd(&["RENAME", "{r}old", "{r}new"]).await.unwrap(), Value::ok());
+    assert_eq!(cl.cmd(&["GET", "{r}new"]).await.unwrap(), Value::bulk("v"));
+    assert_eq!(cl.cmd(&["RENAMENX", "{r}new", "{r}new2"]).await.unwrap(), Value::Int(1));
+    assert_eq!(cl.cmd(&["MSETNX", "{m}1", "x", "{m}2", "y"]).await.unwrap(), Value::Int(1));
+    assert_eq!(cl.cmd(&["MSETNX", "{m}2", "z", "{m}3", "w"]).await.unwrap(), Value::Int(0));
+    assert_eq!(cl.cmd(&["SET", "{b}1", "\x0f"]).await.unwrap(), Value::ok());
+    assert_eq!(cl.cmd(&["SET", "{b}2", "\x33"]).await.unwrap(), Value::ok());
+    assert_eq!(cl.cmd(&["BITOP", "AND", "{b}3", "{b}1", "{b}2"]).await.unwrap(), Value::Int(1));
+    assert_eq!(cl.cmd(&["GET", "{b}3"]).await.unwrap(), Value::bulk("\x03"));
+    assert_eq!(cl.cmd(&["OBJECT", "ENCODING", "{r}new2"]).await.unwrap(), Value::bulk("embstr"));
+    let Value::Int(n) = cl.cmd(&["MEMORY", "USAGE", "{r}new2"]).await.unwrap() else { panic!("MEMORY USAGE") };
+    assert!(n > 0);
+    let Value::Error(e) = cl.cmd(&["memory", "stats"]).await.unwrap() else { panic!("MEMORY STATS must be refused") };
+    assert!(e.contains("'MEMORY STATS'") && e.contains("run it on the servers"), "{e}");
+    // keys on two groups: refused, never half done
+    assert_eq!(cl.cmd(&["SET", &a, "1"]).await.unwrap(), Value::ok());
+    for cmd in [
+        &["RENAME", &a, &b][..],
+        &["MSETNX", &a, "1", &b, "2"],
+        &["BITOP", "OR", &a, &a, &b],
+        &["SORT", &a, "STORE", &b],
+    ] {
+        let Value::Error(e) = cl.cmd(cmd).await.unwrap() else { panic!("{cmd:?} must be refused") };
+        assert!(e.starts_with("CROSSSLOT") && e.contains("hash tag"), "{e}");
+    }
+    assert_eq!(cl.cmd(&["EXISTS", &b]).await.unwrap(), Value::Int(0));
+    assert_eq!(cl.cmd(&["GET", &a]).await.unwrap(), Value::bulk("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_replies_pass_through_per_session() {
+    let c = Cluster::start(2).await;
+    let mut v3 = c.client().await;
+    let mut v2 = c.client().await;
+    let Value::Other(hello) = v3.cmd(&["HELLO", "3"]).await.unwrap() else { panic!("HELLO 3 answers a map") };
+    let hello = String::from_utf8(hello).unwrap();
+    assert!(hello.starts_with("%7\r\n") && hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello}");
+    assert_eq!(v2.cmd(&["HSET", "h", "f", "v"]).await.unwrap(), Value::Int(1));
+    // RESP3 types come from the server untouched; the RESP2 session keeps RESP2
+    assert_eq!(v3.cmd(&["HGETALL", "h"]).await.unwrap(), Value::Other(b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n".to_vec()));
+    assert_eq!(v2.cmd(&["HGETALL", "h"]).await.unwrap(), Value::Array(vec![Value::bulk("f"), Value::bulk("v")]));
+    assert_eq!(v3.cmd(&["GET", "missing"]).await.unwrap(), Value::Other(b"_\r\n".to_vec()));
+    assert_eq!(v3.cmd(&["CLIENT", "GETNAME"]).await.unwrap(), Value::Other(b"_\r\n".to_vec()));
+    assert_eq!(v3.cmd(&["ZADD", "z", "1.5", "m"]).await.unwrap(), Value::Int(1));
+    assert_eq!(v3.cmd(&["ZSCORE", "z", "m"]).await.unwrap(), Value::Other(b",1.5\r\n".to_vec()));
+    // split commands merge RESP3 parts (keys on both groups)
+    let a = (0..).map(|i| format!("a{i}")).find(|k| c.owner(k.as_bytes()) == 0).unwrap();
+    let b = (0..).map(|i| format!("b{i}")).find(|k| c.owner(k.as_bytes()) == 1).unwrap();
+    assert_eq!(v3.cmd(&["SET", &a, "1"]).await.unwrap(), Value::ok());
+    let Value::Array(got) = v3.cmd(&["MGET", &a, &b]).await.unwrap() else { panic!("MGET") };
+    assert_eq!(got, vec![Value::bulk("1"), Value::Other(b"_\r\n".to_vec())]);
+    let Value::Bulk(info) = v3.cmd(&["CLIENT", "INFO"]).await.unwrap() else { panic!() };
+    assert!(String::from_utf8(info).unwrap().contains("resp=3"));
+    // a transaction aborted by WATCH answers RESP3's null
+    assert_eq!(v3.cmd(&["WATCH", "w"]).await.unwrap(), Value::ok());
+    assert_eq!(v2.cmd(&["SET", "w", "changed"]).await.unwrap(), Value::ok());
+    assert_eq!(v3.cmd(&["MULTI"]).await.unwrap(), Value::ok());
+    assert_eq!(v3.cmd(&["GET", "w"]).await.unwrap(), Value::Simple("QUEUED".into()));
+    assert_eq!(v3.cmd(&["EXEC"]).await.unwrap(), Value::Other(b"_\r\n".to_vec()));
+    // back to RESP2: by HELLO 2, and by RESET
+    let Value::Array(_) = v3.cmd(&["HELLO", "2"]).await.unwrap() else { panic!("HELLO 2 answers an array") };
+    assert_eq!(v3.cmd(&["GET", "missing"]).await.unwrap(), Value::Nil);
+    let Value::Other(_) = v3.cmd(&["HELLO", "3"]).await.unwrap() else { panic!() };
+    assert_eq!(v3.cmd(&["RESET"]).await.unwrap(), Value::Simple("RESET".into()));
+    assert_eq!(v3.cmd(&["HGETALL", "h"]).await.unwrap(), Value::Array(vec![Value::bulk("f"), Value::bulk("v")]));
 }

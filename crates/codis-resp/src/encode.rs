@@ -61,8 +61,18 @@ pub trait Encoder: BufMut {
         self.put_slice(b"$-1\r\n");
     }
 
+    /// RESP3 null.
+    fn put_null(&mut self) {
+        self.put_slice(b"_\r\n");
+    }
+
     fn put_array_len(&mut self, n: usize) {
         self.put_line(b'*', n as i64);
+    }
+
+    /// RESP3 map header: `n` key/value pairs follow.
+    fn put_map_len(&mut self, n: usize) {
+        self.put_line(b'%', n as i64);
     }
 }
 

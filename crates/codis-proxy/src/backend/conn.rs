@@ -41,7 +41,7 @@ pub(super) async fn run(
             Ok(stream) => {
                 failures = 0;
                 shared.state.store(UP, Ordering::Relaxed);
-                tracing::info!(addr = %shared.addr, db = shared.db, "backend connected");
+                tracing::info!(addr = %shared.addr, db = shared.chan.db, resp3 = shared.chan.resp3, "backend connected");
                 match serve(&stream, &mut rx, &shared, &settings).await {
                     End::Closed => return,
                     End::Failed(e) => e,
@@ -61,7 +61,7 @@ pub(super) async fn run(
             return;
         }
         let delay = backoff(failures);
-        tracing::warn!(addr = %shared.addr, db = shared.db, error = %err, retry_in = ?delay, "backend unavailable");
+        tracing::warn!(addr = %shared.addr, db = shared.chan.db, error = %err, retry_in = ?delay, "backend unavailable");
         // While waiting to retry, requests fail at once rather than pile up.
         let retry_at = Instant::now() + delay;
         loop {
@@ -102,8 +102,11 @@ async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpS
     if !settings.auth.is_empty() {
         setup.push((encode_request(["AUTH", settings.auth.as_str()]), "AUTH"));
     }
-    if shared.db != 0 {
-        setup.push((encode_request([&b"SELECT"[..], shared.db.to_string().as_bytes()]), "SELECT"));
+    if shared.chan.resp3 {
+        setup.push((encode_request(["HELLO", "3"]), "HELLO"));
+    }
+    if shared.chan.db != 0 {
+        setup.push((encode_request([&b"SELECT"[..], shared.chan.db.to_string().as_bytes()]), "SELECT"));
     }
     if shared.private {
         setup.push((encode_request(["CLIENT", "ID"]), "CLIENT ID"));
@@ -155,6 +158,7 @@ async fn handshake(stream: &TcpStream, setup: &[(Bytes, &str)], deadline: Instan
                         let hint = match what {
                             "AUTH" => " (check product_auth)",
                             "SELECT" => " (check backend_number_databases)",
+                            "HELLO" => " (RESP3 needs Redis 6 or newer)",
                             _ => "",
                         };
                         return Err(format!("{what} failed: {err}{hint}"));

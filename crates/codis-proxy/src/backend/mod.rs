@@ -85,6 +85,15 @@ impl Batch {
     }
 }
 
+/// What a connection is set up for: the database it selected and the protocol it
+/// speaks (RESP3 after `HELLO 3`). Sessions of each kind get their own connections,
+/// so replies pass through in the form the client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Channel {
+    pub db: usize,
+    pub resp3: bool,
+}
+
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
@@ -92,7 +101,7 @@ const DOWN: u8 = 2;
 /// State of one connection, visible to sessions (fail fast, replica choice).
 struct ConnShared {
     addr: Arc<str>,
-    db: usize,
+    chan: Channel,
     state: AtomicU8,
     last_error: Mutex<String>,
     /// A private connection: asks its CLIENT ID, and never reconnects.
@@ -145,20 +154,20 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    fn spawn(addr: Arc<str>, db: usize, settings: Arc<BackendSettings>) -> BackendConn {
-        Self::spawn_task(addr, db, settings, false).0
+    fn spawn(addr: Arc<str>, chan: Channel, settings: Arc<BackendSettings>) -> BackendConn {
+        Self::spawn_task(addr, chan, settings, false).0
     }
 
     fn spawn_task(
         addr: Arc<str>,
-        db: usize,
+        chan: Channel,
         settings: Arc<BackendSettings>,
         private: bool,
     ) -> (BackendConn, tokio::task::AbortHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(ConnShared {
             addr,
-            db,
+            chan,
             state: AtomicU8::new(CONNECTING),
             last_error: Mutex::new(String::new()),
             private,
@@ -189,10 +198,10 @@ pub struct PrivateConn {
 }
 
 impl PrivateConn {
-    pub fn open(addr: &str, db: usize, settings: &BackendSettings) -> PrivateConn {
+    pub fn open(addr: &str, chan: Channel, settings: &BackendSettings) -> PrivateConn {
         let settings =
             BackendSettings { recv_timeout: Duration::ZERO, ping_period: Duration::ZERO, ..settings.clone() };
-        let (conn, task) = BackendConn::spawn_task(addr.into(), db, Arc::new(settings), true);
+        let (conn, task) = BackendConn::spawn_task(addr.into(), chan, Arc::new(settings), true);
         PrivateConn { conn, task }
     }
 
@@ -204,8 +213,8 @@ impl PrivateConn {
         &self.conn.handle.shared.addr
     }
 
-    pub fn db(&self) -> usize {
-        self.conn.handle.shared.db
+    pub fn chan(&self) -> Channel {
+        self.conn.handle.shared.chan
     }
 
     /// Not lost yet (still connecting counts as usable: requests queue meanwhile).
@@ -226,39 +235,60 @@ impl Drop for PrivateConn {
     }
 }
 
-/// One server in one role, with its connections per worker thread and database.
+/// One server in one role, with its connections per worker thread and channel
+/// (database and protocol).
 pub struct BackendPool {
     addr: Arc<str>,
     parallel: usize,
     databases: usize,
     settings: Arc<BackendSettings>,
-    /// Indexed by `worker * databases + db`; opened on first use by that worker.
+    /// Indexed by `(worker * 2 + resp3) * databases + db`; opened on first use by that
+    /// worker.
     conns: Box<[OnceLock<Box<[BackendConn]>>]>,
+    /// A connected private connection per channel, ready for the next session that
+    /// needs one (indexed like `conns`, filled after the first use).
+    spares: Box<[Mutex<Option<PrivateConn>>]>,
 }
 
 impl BackendPool {
     pub fn new(addr: &str, replica: bool, settings: Arc<BackendSettings>, workers: usize) -> BackendPool {
         let parallel = if replica { settings.replica_parallel } else { settings.primary_parallel }.max(1);
         let databases = settings.databases.max(1);
-        let conns = (0..databases * workers.max(1)).map(|_| OnceLock::new()).collect();
-        BackendPool { addr: addr.into(), parallel, databases, settings, conns }
+        let conns = (0..databases * 2 * workers.max(1)).map(|_| OnceLock::new()).collect();
+        let spares = (0..databases * 2 * workers.max(1)).map(|_| Mutex::new(None)).collect();
+        BackendPool { addr: addr.into(), parallel, databases, settings, conns, spares }
+    }
+
+    fn index(&self, chan: Channel) -> usize {
+        let row = crate::worker::current() * 2 + chan.resp3 as usize;
+        (row * self.databases + chan.db) % self.conns.len()
+    }
+
+    /// A private connection to this server. A fresh one costs a connect and handshake,
+    /// during which another client's command could overtake this session's (a BLPOP
+    /// would miss the LPUSH sent right after it), so a connected spare is handed out
+    /// when there is one, and a new spare opened for the next caller.
+    pub fn private(&self, chan: Channel) -> PrivateConn {
+        let mut spare = self.spares[self.index(chan)].lock();
+        let ready = spare.take().filter(PrivateConn::is_usable);
+        *spare = Some(PrivateConn::open(&self.addr, chan, &self.settings));
+        ready.unwrap_or_else(|| PrivateConn::open(&self.addr, chan, &self.settings))
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// This worker's connections for database `db`, opened on first use.
-    fn conns(&self, db: usize) -> &[BackendConn] {
-        let idx = (crate::worker::current() * self.databases + db) % self.conns.len();
-        self.conns[idx].get_or_init(|| {
-            (0..self.parallel).map(|_| BackendConn::spawn(self.addr.clone(), db, self.settings.clone())).collect()
+    /// This worker's connections for `chan`, opened on first use.
+    fn conns(&self, chan: Channel) -> &[BackendConn] {
+        self.conns[self.index(chan)].get_or_init(|| {
+            (0..self.parallel).map(|_| BackendConn::spawn(self.addr.clone(), chan, self.settings.clone())).collect()
         })
     }
 
-    /// A connection for `db`, spread by `seed`, preferring one that is up.
-    pub fn conn(&self, db: usize, seed: usize) -> &BackendConn {
-        let conns = self.conns(db);
+    /// A connection for `chan`, spread by `seed`, preferring one that is up.
+    pub fn conn(&self, chan: Channel, seed: usize) -> &BackendConn {
+        let conns = self.conns(chan);
         let n = conns.len();
         let first = &conns[seed % n];
         if n == 1 || first.is_up() {
@@ -267,10 +297,10 @@ impl BackendPool {
         (1..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up()).unwrap_or(first)
     }
 
-    /// A connection for `db` only if one is up: a replica read never waits for a
+    /// A connection for `chan` only if one is up: a replica read never waits for a
     /// replica connection to open when the master can serve it.
-    pub fn conn_if_up(&self, db: usize, seed: usize) -> Option<&BackendConn> {
-        let conns = self.conns(db);
+    pub fn conn_if_up(&self, chan: Channel, seed: usize) -> Option<&BackendConn> {
+        let conns = self.conns(chan);
         let n = conns.len();
         (0..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up())
     }

@@ -24,6 +24,9 @@ pub mod class {
     pub const MAY_WRITE: u8 = 4;
     /// Refused by the proxy; the session continues.
     pub const NOT_ALLOWED: u8 = 8;
+    /// Served only in its forms that name a key (`MEMORY USAGE key`): the others
+    /// describe one server, and one group's answer would pass for the cluster's.
+    pub const KEYED_ONLY: u8 = 16;
 }
 
 /// What the session does with a command.
@@ -157,6 +160,10 @@ impl Command {
         self.class & class::NOT_ALLOWED != 0
     }
 
+    pub fn is_keyed_only(&self) -> bool {
+        self.class & class::KEYED_ONLY != 0
+    }
+
     /// Neither a write nor a possible write: may be served by a replica.
     pub fn is_read_only(&self) -> bool {
         self.class & (class::WRITE | class::MAY_WRITE) == 0
@@ -172,13 +179,15 @@ impl Command {
 /// versions added in the same spirit (server administration, replication, cluster,
 /// pub/sub). Commands of Redis's `admin` category are refused as well without being
 /// listed. (Codis also refused DBSIZE, KEYS, FLUSHDB, FLUSHALL, RANDOMKEY, SCAN,
-/// SCRIPT, FUNCTION, FCALL, CLIENT, HELLO, RESET, MULTI/EXEC/WATCH, WAIT and the
-/// blocking commands; the proxy serves them, blocking ones on a connection of their own.)
+/// SCRIPT, FUNCTION, FCALL, CLIENT, HELLO, RESET, MULTI/EXEC/WATCH, WAIT, the blocking
+/// commands, RESTORE, TIME (any group's clock), and the multi-key RENAME, RENAMENX,
+/// MSETNX, BITOP and keyed OBJECT and MEMORY USAGE; the
+/// proxy serves them, multi-key ones when their keys share a group, blocking ones on a
+/// connection of their own.)
 const NOT_ALLOWED: &[&str] = &[
     "ASKING",
     "BGREWRITEAOF",
     "BGSAVE",
-    "BITOP",
     "CLUSTER",
     "CONFIG",
     "DEBUG",
@@ -188,8 +197,6 @@ const NOT_ALLOWED: &[&str] = &[
     "MIGRATE",
     "MONITOR",
     "MOVE",
-    "MSETNX",
-    "OBJECT",
     "POST",
     "PSUBSCRIBE",
     "PSYNC",
@@ -197,10 +204,7 @@ const NOT_ALLOWED: &[&str] = &[
     "PUNSUBSCRIBE",
     "READONLY",
     "READWRITE",
-    "RENAME",
-    "RENAMENX",
     "REPLCONF",
-    "RESTORE",
     "RESTORE-ASKING",
     "SAVE",
     "SHUTDOWN",
@@ -209,7 +213,6 @@ const NOT_ALLOWED: &[&str] = &[
     "SLOWLOG",
     "SUBSCRIBE",
     "SYNC",
-    "TIME",
     "UNSUBSCRIBE",
     "SSUBSCRIBE",
     "SUNSUBSCRIBE",
@@ -219,7 +222,6 @@ const NOT_ALLOWED: &[&str] = &[
     "MODULE",
     "SWAPDB",
     "FAILOVER",
-    "MEMORY",
     "WAITAOF",
     "SLOTSCHECK",
     "SLOTSDEL",
@@ -384,6 +386,9 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
         if NOT_ALLOWED.contains(&name) || admin {
             class |= class::NOT_ALLOWED;
         }
+        if name == "MEMORY" {
+            class |= class::KEYED_ONLY;
+        }
         // XREAD/XREADGROUP block only with BLOCK, which the session checks per request.
         let blocking = flags & spec::BLOCKING != 0 && !matches!(name, "XREAD" | "XREADGROUP");
         let handler = if blocking { Handler::Blocking } else { handler_of(name) };
@@ -468,6 +473,9 @@ mod tests {
         assert_eq!(keys(&["XREAD", "COUNT", "2", "STREAMS", "s1", "s2", "0", "0"]), ["s1", "s2"]);
         assert_eq!(keys(&["SINTER", "a", "b", "c"]), ["a", "b", "c"]);
         assert!(keys(&["PING"]).is_empty());
+        assert_eq!(keys(&["SORT", "l", "STORE", "d"]), ["l", "d"]);
+        assert_eq!(keys(&["SORT", "l", "BY", "store", "LIMIT", "0", "1", "GET", "#", "store", "d"]), ["l", "d"]);
+        assert_eq!(keys(&["sort", "l", "by", "nosort"]), ["l"]);
         let object = lookup(b"OBJECT").spec.unwrap().subcommand(b"encoding").unwrap();
         assert_eq!(object.name, "ENCODING");
         assert!(lookup(b"GET").spec.unwrap().arity_ok(2));

@@ -156,5 +156,33 @@ impl CommandSpec {
                 i += step;
             }
         }
+        // SORT's STORE destination has no key spec Redis can describe; without it a
+        // SORT ... STORE would write its result on the source key's group.
+        if self.flags & MOVABLEKEYS != 0
+            && self.name == "SORT"
+            && let Some(i) = sort_store_key(argc as usize, &arg)
+        {
+            f(i);
+        }
     }
+}
+
+/// The argument index of `SORT key ... STORE dest`'s destination (the last STORE
+/// wins, as in Redis), skipping the arguments of LIMIT, BY and GET.
+fn sort_store_key<'a>(argc: usize, arg: &impl Fn(usize) -> Option<&'a [u8]>) -> Option<usize> {
+    let mut found = None;
+    let mut i = 2;
+    while i < argc {
+        let a = arg(i)?;
+        if a.eq_ignore_ascii_case(b"LIMIT") {
+            i += 2;
+        } else if a.eq_ignore_ascii_case(b"BY") || a.eq_ignore_ascii_case(b"GET") {
+            i += 1;
+        } else if a.eq_ignore_ascii_case(b"STORE") && i + 1 < argc {
+            found = Some(i + 1);
+            i += 1;
+        }
+        i += 1;
+    }
+    found
 }

@@ -10,7 +10,7 @@ use codis_resp::{Encoder, Request, RequestRef};
 use super::Session;
 use super::migrate::Migration;
 use super::pending::{Split, State};
-use crate::backend::{BackendConn, BackendPool};
+use crate::backend::{BackendConn, BackendPool, Channel};
 use crate::command::{self, Command, CommandSpec, Handler, SplitKind};
 use crate::reply::{Tickets, error_reply};
 use crate::router::{RouteTable, SlotRoute};
@@ -53,6 +53,15 @@ impl Session {
             && !spec.arity_ok(req.argc())
         {
             return self.fail(cmd, start, &arity_error(spec.name));
+        }
+        if cmd.is_keyed_only() && resolve_spec(cmd, &req).is_none_or(|s| s.keys.is_empty() && s.name != "HELP") {
+            let sub = String::from_utf8_lossy(req.get(1).unwrap_or_default()).to_ascii_uppercase();
+            let form = format!("{} {sub}", cmd.name);
+            return self.fail(
+                cmd,
+                start,
+                &format!("ERR '{form}' describes one redis-server: run it on the servers (the proxy serves the forms with a key)"),
+            );
         }
         match cmd.handler {
             Handler::Forward => self.forward(cmd, req, start, table),
@@ -285,7 +294,7 @@ impl Session {
         let (slot, key) = match target {
             Target::Pool(pool) => {
                 let seq = self.pending.push(cmd.id, start, state);
-                let conn = pool.conn(self.db, self.seed);
+                let conn = pool.conn(self.chan(), self.seed);
                 self.queue(conn, req, seq, 0, Tickets::None);
                 return;
             }
@@ -320,7 +329,7 @@ impl Session {
         }
         let ticket = self.shared.router.enter(table, slot);
         let seq = self.pending.push(cmd.id, start, state);
-        let conn = pick_conn(route, cmd, self.db, self.seed, self.shared.config.backend_primary_only);
+        let conn = pick_conn(route, cmd, self.chan(), self.seed, self.shared.config.backend_primary_only);
         self.queue(conn, req, seq, 0, Tickets::One(ticket.slot, ticket.parity));
     }
 
@@ -410,7 +419,7 @@ impl Session {
             }
             let tickets = if t.len() == 1 { Tickets::One(t[0].0, t[0].1) } else { Tickets::Many(t.into_boxed_slice()) };
             let route = &table.slots[part.first_slot as usize];
-            let conn = pick_conn(route, cmd, self.db, self.seed, primary_only);
+            let conn = pick_conn(route, cmd, self.chan(), self.seed, primary_only);
             if single {
                 // Everything on one backend: forward the client's bytes untouched.
                 self.queue(conn, req, seq, i as u32, tickets);
@@ -465,19 +474,25 @@ pub(super) fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
 
 /// The connection for a request on `route`: a replica for reads when the slot has
 /// replica groups and one of them is connected (best tier first), else the master.
-fn pick_conn<'a>(route: &'a SlotRoute, cmd: &Command, db: usize, seed: usize, primary_only: bool) -> &'a BackendConn {
+fn pick_conn<'a>(
+    route: &'a SlotRoute,
+    cmd: &Command,
+    chan: Channel,
+    seed: usize,
+    primary_only: bool,
+) -> &'a BackendConn {
     let master = route.backend.as_ref().expect("caller checked the slot has a backend");
     if !primary_only && cmd.is_read_only() && !cmd.is_master_only() && route.migrate_from.is_none() {
         for tier in route.replicas.iter() {
             let n = tier.len();
             for i in 0..n {
-                if let Some(conn) = tier[(seed + i) % n].conn_if_up(db, seed) {
+                if let Some(conn) = tier[(seed + i) % n].conn_if_up(chan, seed) {
                     return conn;
                 }
             }
         }
     }
-    master.conn(db, seed)
+    master.conn(chan, seed)
 }
 
 pub(super) fn arity_error(name: &str) -> String {

@@ -70,14 +70,15 @@ pub(super) struct Blocked {
 }
 
 impl Session {
-    /// The session's own connection to `pool`'s server in the current database.
+    /// The session's own connection to `pool`'s server in the current database and
+    /// protocol.
     fn private_conn(&mut self, pool: &BackendPool) -> &BackendConn {
         self.private.retain(PrivateConn::is_usable);
-        let db = self.db;
-        let i = match self.private.iter().position(|p| p.addr() == pool.addr() && p.db() == db) {
+        let chan = self.chan();
+        let i = match self.private.iter().position(|p| p.addr() == pool.addr() && p.chan() == chan) {
             Some(i) => i,
             None => {
-                self.private.push(PrivateConn::open(pool.addr(), db, self.shared.router.settings()));
+                self.private.push(pool.private(chan));
                 self.private.len() - 1
             }
         };
@@ -165,6 +166,7 @@ impl Session {
     /// After a routing change: release a blocked command whose slot moved, or issue
     /// again one that waited for the move to finish.
     pub(super) fn blocked_route_changed(&mut self, table: &RouteTable) {
+        let chan = self.chan();
         let Some(b) = self.blocked.as_mut() else { return };
         if b.waiting_route {
             return self.issue_blocked(table);
@@ -172,7 +174,7 @@ impl Session {
         if b.unblocking || table.slots[b.slot as usize].epoch == b.epoch {
             return;
         }
-        let conn = self.private.iter().find(|p| p.addr() == b.addr && p.db() == self.db);
+        let conn = self.private.iter().find(|p| p.addr() == b.addr && p.chan() == chan);
         let (Some(id), Some(pool)) =
             (conn.and_then(PrivateConn::client_id), self.shared.router.pool_by_addr(b.addr.as_bytes()))
         else {
@@ -180,7 +182,7 @@ impl Session {
         };
         b.unblocking = true;
         let unblock = Request::from_args([&b"CLIENT"[..], b"UNBLOCK", id.to_string().as_bytes(), b"TIMEOUT"]);
-        let conn = pool.conn(self.db, self.seed);
+        let conn = pool.conn(self.chan(), self.seed);
         self.queue(conn, unblock.as_ref(), 0, DISCARD_PART, Tickets::None);
         self.flush_outbox();
     }
@@ -338,9 +340,10 @@ impl Session {
         }
         if let Some(w) = &watch {
             // The WATCH went with its connection: the transaction must not run unwatched.
-            let conn = self.private.iter().find(|p| p.addr() == w.pool.addr() && p.db() == self.db);
+            let conn = self.private.iter().find(|p| p.addr() == w.pool.addr() && p.chan() == self.chan());
             if conn.is_none_or(|c| !c.is_usable() || c.conn().handle().id() != w.conn) {
-                return self.reply_now(cmd.id, start, Bytes::from_static(b"*-1\r\n"), false);
+                let nil: &'static [u8] = if self.resp3 { b"_\r\n" } else { b"*-1\r\n" };
+                return self.reply_now(cmd.id, start, Bytes::from_static(nil), false);
             }
         }
         let router = &self.shared.router;

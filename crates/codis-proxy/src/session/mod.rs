@@ -25,7 +25,7 @@ use codis_resp::{Parsed, Request, RequestParser, RequestRef};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{BackendConn, Batch, ConnHandle, PrivateConn};
+use crate::backend::{BackendConn, Batch, Channel, ConnHandle, PrivateConn};
 use crate::config::Config;
 use crate::io::{Conn, OutQueue, read_available};
 use crate::proxy::Shared;
@@ -64,6 +64,8 @@ struct Session {
     stats: LocalStats,
     max_pipeline: usize,
     db: usize,
+    /// Speaks RESP3 (after `HELLO 3`): its requests go on RESP3 backend connections.
+    resp3: bool,
     authorized: bool,
     /// `CLIENT ID`.
     id: u64,
@@ -95,6 +97,12 @@ struct Session {
 }
 
 impl Session {
+    /// Which backend connections serve this session: its database and protocol.
+    #[inline]
+    fn chan(&self) -> Channel {
+        Channel { db: self.db, resp3: self.resp3 }
+    }
+
     fn new(shared: Arc<Shared>) -> Session {
         let config: &Config = &shared.config;
         let seed = rand_seed();
@@ -110,6 +118,7 @@ impl Session {
             stats: LocalStats::default(),
             max_pipeline: config.session_max_pipeline.max(1) as usize,
             db: 0,
+            resp3: false,
             authorized: config.session_auth.is_empty(),
             id: connection::next_id(),
             name: None,

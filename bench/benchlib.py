@@ -1,0 +1,42 @@
+"""Helpers the benchmark scripts share: free loopback ports, waiting for listeners,
+the dashboard's REST API and redis-cli calls."""
+import json, os, socket, subprocess, sys, time, urllib.error, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=20):
+    """Polls until something accepts connections on the port; exits the script if not."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on port {port}")
+
+
+def api(dashboard, path, body=None, method="PUT"):
+    """Calls the dashboard's REST API; exits the script with the dashboard's cause."""
+    req = urllib.request.Request(f"http://{dashboard}{path}", data=body.encode() if body else None, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        sys.exit(f"dashboard call {path} failed: {e.read().decode()}")
+
+
+def redis(port, *args, check=False):
+    """One redis-cli call; its output without the trailing newline."""
+    r = subprocess.run(["redis-cli", "-p", str(port), *map(str, args)], capture_output=True, text=True, check=check)
+    return r.stdout.strip()
