@@ -1,6 +1,6 @@
 """Helpers the benchmark scripts share: free loopback ports, waiting for listeners,
 the dashboard's REST API and redis-cli calls."""
-import json, os, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
@@ -40,3 +40,20 @@ def redis(port, *args, check=False):
     """One redis-cli call; its output without the trailing newline."""
     r = subprocess.run(["redis-cli", "-p", str(port), *map(str, args)], capture_output=True, text=True, check=check)
     return r.stdout.strip()
+
+
+def stop_all(procs, tmp):
+    """Stops the processes (SIGTERM, then SIGKILL after 10 s) and removes their
+    directory, unless KEEP is set in the environment."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    if os.environ.get("KEEP"):
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,7 @@ Needs: redis-server, redis-sentinel, redis-cli, cargo. All processes share this 
 """
 import argparse, hashlib, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
-from benchlib import BIN, ROOT, api, free_port, redis, wait_port
+from benchlib import BIN, ROOT, api, free_port, redis, stop_all, wait_port
 
 
 def wait_for(what, check, timeout=60):
@@ -119,18 +119,7 @@ def one_run(opts, run):
             "lost": track["acked_writes_lost"],
         }
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if os.environ.get("KEEP"):
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(list(procs.values()), tmp)
 
 
 def main():

@@ -12,7 +12,7 @@ Needs: redis-server, cargo. Figures are relative: all processes share this machi
 """
 import argparse, hashlib, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
-from benchlib import BIN, ROOT, api, free_port, redis, wait_port
+from benchlib import BIN, ROOT, api, free_port, redis, stop_all, wait_port
 
 
 def main():
@@ -112,17 +112,7 @@ def main():
         if summary:
             print(f"whole run: {summary[0]}")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if os.environ.get("KEEP"):
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(procs, tmp)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ pub struct Shared {
     pub sentinel: crate::sentinel::SentinelState,
     pub log_control: Option<LogControl>,
     workers: OnceLock<Workers>,
+    /// Sessions waiting in a blocking command, by their CLIENT ID: the connection the
+    /// command waits on, for CLIENT UNBLOCK from another session.
+    pub blocked: Mutex<std::collections::HashMap<u64, crate::backend::ConnHandle>>,
     /// The jodis registration task, started when the proxy first goes online.
     jodis: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -198,6 +201,7 @@ impl Proxy {
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             rusage: RusageSampler::spawn(),
+            blocked: Mutex::new(Default::default()),
             sentinel: Default::default(),
             log_control,
             workers: OnceLock::new(),

@@ -238,3 +238,28 @@ async fn wait_counts_replicas_of_every_group() {
     assert!(t.elapsed() >= Duration::from_millis(190), "WAIT honours its timeout");
     assert!(cl.cmd(&["WAIT", "x", "1"]).await.unwrap().is_error());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_unblock_releases_another_session() {
+    let c = Cluster::start(1).await;
+    let mut waiter = c.client().await;
+    let mut other = c.client().await;
+    let Value::Int(id) = waiter.cmd(&["CLIENT", "ID"]).await.unwrap() else { panic!() };
+    let id = id.to_string();
+    assert_eq!(other.cmd(&["CLIENT", "UNBLOCK", &id]).await.unwrap(), Value::Int(0), "not blocked yet");
+    for (mode, expect_error) in [("TIMEOUT", false), ("ERROR", true)] {
+        waiter.send(&["BLPOP", "nothing", "0"]).await.unwrap();
+        wait_until("the BLPOP blocks on its server", Duration::from_secs(5), || async {
+            (blocked_clients(&c, 0).await == 1).then_some(())
+        })
+        .await;
+        assert_eq!(other.cmd(&["CLIENT", "UNBLOCK", &id, mode]).await.unwrap(), Value::Int(1));
+        match waiter.read().await.unwrap() {
+            Value::Error(e) => assert!(expect_error && e.starts_with("UNBLOCKED"), "{e}"),
+            v => assert!(!expect_error && v == Value::Nil, "{v:?}"),
+        }
+    }
+    let Value::Error(e) = other.cmd(&["CLIENT", "UNBLOCK", &id, "LATER"]).await.unwrap() else { panic!() };
+    assert!(e.contains("TIMEOUT or ERROR"), "{e}");
+    assert_eq!(waiter.cmd(&["PING"]).await.unwrap(), Value::Simple("PONG".into()), "the session goes on");
+}

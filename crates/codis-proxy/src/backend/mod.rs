@@ -134,6 +134,16 @@ impl ConnHandle {
         Arc::as_ptr(&self.shared) as usize
     }
 
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// The server's CLIENT ID for this connection (private connections, once connected).
+    pub fn client_id(&self) -> Option<i64> {
+        let id = self.shared.client_id.load(Ordering::Relaxed);
+        (id >= 0).then_some(id)
+    }
+
     /// Queues a batch; a backend known to be down answers at once with an error.
     pub fn send(&self, batch: Batch) {
         if batch.replies.is_empty() {

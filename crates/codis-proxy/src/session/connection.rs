@@ -11,6 +11,7 @@ use codis_resp::{Encoder, RequestRef};
 use super::Session;
 use super::dispatch::arity_error;
 use crate::command::Command;
+use crate::router::RouteTable;
 
 /// Client ids, unique within this proxy process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -133,16 +134,18 @@ impl Session {
         self.reply_now(cmd.id, start, out.freeze(), false)
     }
 
-    /// `CLIENT SETNAME | GETNAME | ID | INFO`; other subcommands would act on a
-    /// shared backend connection or need a view of every proxy, and are refused.
-    pub(super) fn client(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant) {
+    /// `CLIENT SETNAME | GETNAME | ID | INFO | UNBLOCK`; other subcommands would act on
+    /// a shared backend connection or need a view of every proxy, and are refused.
+    pub(super) fn client(&mut self, cmd: &'static Command, req: &RequestRef<'_>, start: Instant, table: &RouteTable) {
         let sub = req.arg(1).to_ascii_uppercase();
         let want = match &sub[..] {
             b"SETNAME" => 3,
             b"GETNAME" | b"ID" | b"INFO" => 2,
+            b"UNBLOCK" if (3..=4).contains(&req.argc()) => return self.client_unblock(cmd, req, start, table),
+            b"UNBLOCK" => return self.fail(cmd, start, &arity_error("client|unblock")),
             _ => {
                 let msg = format!(
-                    "ERR CLIENT {} is not supported by codis-proxy (it answers CLIENT SETNAME, GETNAME, ID and INFO)",
+                    "ERR CLIENT {} is not supported by codis-proxy (it answers CLIENT SETNAME, GETNAME, ID, INFO and UNBLOCK)",
                     String::from_utf8_lossy(&sub)
                 );
                 return self.fail(cmd, start, &msg);

@@ -109,7 +109,7 @@ impl Session {
             },
             Handler::Broadcast => self.broadcast(cmd, req, start, table),
             Handler::Scan => self.scan(cmd, req, start, table),
-            Handler::Client => self.client(cmd, &req, start),
+            Handler::Client => self.client(cmd, &req, start, table),
             Handler::Hello => self.hello(cmd, &req, start),
             Handler::Reset => self.reset(cmd, req, start),
             Handler::Blocking => self.blocking(cmd, req, start, table),
@@ -268,7 +268,7 @@ impl Session {
         }
     }
 
-    fn send_to(
+    pub(super) fn send_to(
         &mut self,
         cmd: &'static Command,
         target: Target,

@@ -160,6 +160,8 @@ impl Session {
         b.waiting_route = false;
         // No slot ticket: a command blocked for minutes must not hold up a routing change.
         self.send_private(&pool, req.raw(), b.seq, 0, Tickets::None);
+        let handle = self.private_conn(&pool).handle().clone();
+        self.shared.blocked.lock().insert(self.id, handle);
         self.blocked = Some(b);
     }
 
@@ -200,7 +202,36 @@ impl Session {
             return true;
         }
         self.blocked = None;
+        self.shared.blocked.lock().remove(&self.id);
         false
+    }
+
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` for a session of this proxy: passed to the
+    /// server its command waits on, with that connection's id there.
+    pub(super) fn client_unblock(
+        &mut self,
+        cmd: &'static Command,
+        req: &RequestRef<'_>,
+        start: Instant,
+        table: &RouteTable,
+    ) {
+        let Some(id) = std::str::from_utf8(req.arg(2)).ok().and_then(|s| s.parse::<u64>().ok()) else {
+            return self.fail(cmd, start, "ERR value is not an integer or out of range");
+        };
+        let mode: &[u8] = match req.get(3) {
+            None => b"TIMEOUT",
+            Some(m) if m.eq_ignore_ascii_case(b"TIMEOUT") => b"TIMEOUT",
+            Some(m) if m.eq_ignore_ascii_case(b"ERROR") => b"ERROR",
+            Some(_) => return self.fail(cmd, start, "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
+        };
+        let waiting = self.shared.blocked.lock().get(&id).cloned();
+        let target =
+            waiting.and_then(|h| Some((h.client_id()?, self.shared.router.pool_by_addr(h.addr().as_bytes())?)));
+        let Some((backend_id, pool)) = target else {
+            return self.reply_now(cmd.id, start, Bytes::from_static(b":0\r\n"), false);
+        };
+        let unblock = Request::from_args([&b"CLIENT"[..], b"UNBLOCK", backend_id.to_string().as_bytes(), mode]);
+        self.send_to(cmd, Target::Pool(pool), unblock.as_ref(), start, table)
     }
 
     /// `WAIT numreplicas timeout`: on every group's master, after a write on this
@@ -449,6 +480,14 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.blocked.is_some() {
+            self.shared.blocked.lock().remove(&self.id);
+        }
+    }
+}
+
 /// Which argument holds a blocking command's timeout, and in what unit.
 fn timeout_arg(cmd: &Command, req: &RequestRef<'_>) -> Option<(usize, bool)> {
     let last = req.argc() - 1;
@@ -468,11 +507,12 @@ fn block_timeout(cmd: &Command, req: &RequestRef<'_>) -> Result<Option<Duration>
     let Some((i, millis)) = timeout_arg(cmd, req) else { return Ok(None) };
     let text = std::str::from_utf8(req.get(i).unwrap_or_default()).unwrap_or("");
     let secs = if millis {
-        text.parse::<i64>().ok().filter(|&ms| ms >= 0).map(|ms| ms as f64 / 1000.0)
+        text.parse::<i64>().ok().map(|ms| ms as f64 / 1000.0)
     } else {
-        text.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)
+        text.parse::<f64>().ok().filter(|s| s.is_finite())
     };
     match secs {
+        Some(s) if s < 0.0 => Err("ERR timeout is negative".into()),
         Some(0.0) => Ok(None),
         Some(s) => Ok(Some(Duration::from_secs_f64(s))),
         None if millis => Err("ERR timeout is not an integer or out of range".into()),
@@ -514,7 +554,7 @@ mod tests {
         }
         let cmd = lookup(b"BLPOP");
         assert!(block_timeout(cmd, &req(&["BLPOP", "a", "x"]).as_ref()).unwrap_err().contains("not a float"));
-        assert!(block_timeout(cmd, &req(&["BLPOP", "a", "-1"]).as_ref()).is_err());
+        assert_eq!(block_timeout(cmd, &req(&["BLPOP", "a", "-1"]).as_ref()), Err("ERR timeout is negative".into()));
         let again = with_timeout(cmd, &req(&["BLPOP", "a", "9"]), Duration::from_millis(2500));
         assert_eq!(again.raw(), req(&["BLPOP", "a", "2.500"]).raw());
         let x = lookup(b"XREAD");
