@@ -69,7 +69,7 @@ proc r {args} {
         return [codis_proxy_r $level {*}$args]
     }
     if {$cmd eq "debug" && $sub in {object sdslen digest-value listpack quicklist ziplist}} {
-        set n [expr {[codis_slot [lindex $args 2]] < 512 ? 0 : 1}]
+        set n [expr {[llength $::codis_backends] > 1 && [codis_slot [lindex $args 2]] >= 512 ? 1 : 0}]
         return [codis_backend_call [lindex $::codis_backends $n] {*}$args]
     }
     if {$cmd eq "debug" && $sub eq "digest"} {

@@ -55,6 +55,8 @@ async fn blocking_commands_wait_on_their_own_connection() {
     let (a, b) = (key_on(&c, 0, "a"), key_on(&c, 1, "b"));
     let Value::Error(e) = waiter.cmd(&["BLPOP", &a, &b, "1"]).await.unwrap() else { panic!() };
     assert!(e.starts_with("CROSSSLOT"), "{e}");
+    let Value::Error(e) = waiter.cmd(&["BZMPOP", "0", "0", "z", "MIN"]).await.unwrap() else { panic!() };
+    assert!(e.contains("numkeys"), "the server's own error: {e}");
     let Value::Error(e) = waiter.cmd(&["BLPOP", "q", "soon"]).await.unwrap() else { panic!() };
     assert!(e.contains("timeout is not a float"), "{e}");
 
@@ -262,4 +264,28 @@ async fn client_unblock_releases_another_session() {
     let Value::Error(e) = other.cmd(&["CLIENT", "UNBLOCK", &id, "LATER"]).await.unwrap() else { panic!() };
     assert!(e.contains("TIMEOUT or ERROR"), "{e}");
     assert_eq!(waiter.cmd(&["PING"]).await.unwrap(), Value::Simple("PONG".into()), "the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_timeout_runs_out_while_its_slot_migrates() {
+    let c = Cluster::start(2).await;
+    let key = key_on(&c, 0, "busy");
+    let slot = codis_core::slot_of(key.as_bytes()) as i64;
+    let migrating = Slot {
+        id: slot,
+        backend_addr: c.servers[1].addr(),
+        backend_addr_group_id: 2,
+        migrate_from: c.servers[0].addr(),
+        migrate_from_group_id: 1,
+        ..Default::default()
+    };
+    c.proxy.fill_slots(&[migrating]).await.unwrap();
+    // the command waits for the move to finish, but not past its own timeout
+    let mut waiter = c.client().await;
+    let t = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(5), waiter.cmd(&["BLPOP", &key, "0.3"])).await;
+    assert_eq!(reply.expect("BLPOP answers when its timeout runs out").unwrap(), Value::Nil);
+    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(waiter.cmd(&["BLMOVE", &key, &key, "LEFT", "LEFT", "0.1"]).await.unwrap(), Value::Nil);
+    assert_eq!(waiter.cmd(&["PING"]).await.unwrap(), Value::Simple("PONG".into()));
 }

@@ -220,7 +220,7 @@ impl Session {
     }
 
     /// Routes a command by its keys: all of them must be served by one group.
-    fn forward(&mut self, cmd: &'static Command, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
+    pub(super) fn forward(&mut self, cmd: &'static Command, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         if matches!(cmd.name, "XREAD" | "XREADGROUP") && req.args().any(|a| a.eq_ignore_ascii_case(b"BLOCK")) {
             return self.blocking(cmd, req, start, table);
         }

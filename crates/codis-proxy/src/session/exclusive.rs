@@ -108,7 +108,9 @@ impl Session {
     pub(super) fn blocking(&mut self, cmd: &'static Command, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         let slot = match self.key_target(cmd, &req, table) {
             Ok(Target::Slot(slot, Some(_))) => slot,
-            Ok(_) => return self.fail(cmd, start, "ERR blocking commands need a key"),
+            // No key found: the arguments are wrong (BZMPOP 0 0 ...), and any server
+            // answers with Redis's own error without blocking.
+            Ok(_) => return self.forward(cmd, req, start, table),
             Err(e) => return self.fail(cmd, start, &e),
         };
         let deadline = match block_timeout(cmd, &req) {
@@ -163,6 +165,30 @@ impl Session {
         let handle = self.private_conn(&pool).handle().clone();
         self.shared.blocked.lock().insert(self.id, handle);
         self.blocked = Some(b);
+    }
+
+    /// When a blocked command that waits for its slot's move to finish times out.
+    pub(super) fn waiting_blocked_deadline(&self) -> Option<tokio::time::Instant> {
+        let b = self.blocked.as_ref().filter(|b| b.waiting_route)?;
+        b.deadline.map(tokio::time::Instant::from_std)
+    }
+
+    /// Answers a blocked command whose time ran out while it waited for its slot's
+    /// move to finish (no server holds it, so none would time it out).
+    pub(super) fn expire_waiting_blocked(&mut self) {
+        let expired =
+            self.blocked.as_ref().is_some_and(|b| b.waiting_route && b.deadline.is_some_and(|d| d <= Instant::now()));
+        if !expired {
+            return;
+        }
+        let Some(b) = self.blocked.take() else { return };
+        self.shared.blocked.lock().remove(&self.id);
+        let nil: &'static [u8] = match (self.resp3, b.cmd.name) {
+            (true, _) => b"_\r\n",
+            (false, "BLMOVE" | "BRPOPLPUSH") => b"$-1\r\n",
+            (false, _) => b"*-1\r\n",
+        };
+        let _ = self.pending.deliver(b.seq, 0, Bytes::from_static(nil), true);
     }
 
     /// After a routing change: release a blocked command whose slot moved, or issue

@@ -187,7 +187,10 @@ impl Session {
                     // While blocked, read on (into the buffer, up to its size) to see
                     // the client hang up, as Redis does for a blocked client.
                     || (self.blocked.is_some() && self.rbuf.len() < self.recv_max));
-            let next_retry = self.next_delayed();
+            let next_retry = match (self.next_delayed(), self.waiting_blocked_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if next_retry.is_some() && next_retry != retry_at {
                 retry.as_mut().reset(next_retry.unwrap_or_else(Instant::now));
             }
@@ -198,6 +201,7 @@ impl Session {
                 _ = &mut retry, if retry_at.is_some() => {
                     retry_at = None;
                     self.run_delayed();
+                    self.expire_waiting_blocked();
                 }
                 r = conn.readable(), if can_read => {
                     if r.is_err() {
