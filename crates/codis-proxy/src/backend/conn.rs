@@ -41,7 +41,7 @@ pub(super) async fn run(
             Ok(stream) => {
                 failures = 0;
                 shared.state.store(UP, Ordering::Relaxed);
-                tracing::info!(addr = %shared.addr, db = shared.chan.db, resp3 = shared.chan.resp3, "backend connected");
+                tracing::info!(addr = %shared.addr, db = shared.key.db, resp3 = shared.key.resp3, "backend connected");
                 match serve(&stream, &mut rx, &shared, &settings).await {
                     End::Closed => return,
                     End::Failed(e) => e,
@@ -61,7 +61,7 @@ pub(super) async fn run(
             return;
         }
         let delay = backoff(failures);
-        tracing::warn!(addr = %shared.addr, db = shared.chan.db, error = %err, retry_in = ?delay, "backend unavailable");
+        tracing::warn!(addr = %shared.addr, db = shared.key.db, error = %err, retry_in = ?delay, "backend unavailable");
         // While waiting to retry, requests fail at once rather than pile up.
         let retry_at = Instant::now() + delay;
         loop {
@@ -102,11 +102,11 @@ async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpS
     if !settings.auth.is_empty() {
         setup.push((encode_request(["AUTH", settings.auth.as_str()]), "AUTH"));
     }
-    if shared.chan.resp3 {
+    if shared.key.resp3 {
         setup.push((encode_request(["HELLO", "3"]), "HELLO"));
     }
-    if shared.chan.db != 0 {
-        setup.push((encode_request([&b"SELECT"[..], shared.chan.db.to_string().as_bytes()]), "SELECT"));
+    if shared.key.db != 0 {
+        setup.push((encode_request([&b"SELECT"[..], shared.key.db.to_string().as_bytes()]), "SELECT"));
     }
     if shared.private {
         setup.push((encode_request(["CLIENT", "ID"]), "CLIENT ID"));

@@ -89,7 +89,7 @@ impl Batch {
 /// speaks (RESP3 after `HELLO 3`). Sessions of each kind get their own connections,
 /// so replies pass through in the form the client asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Channel {
+pub struct ConnKey {
     pub db: usize,
     pub resp3: bool,
 }
@@ -101,7 +101,7 @@ const DOWN: u8 = 2;
 /// State of one connection, visible to sessions (fail fast, replica choice).
 struct ConnShared {
     addr: Arc<str>,
-    chan: Channel,
+    key: ConnKey,
     state: AtomicU8,
     last_error: Mutex<String>,
     /// A private connection: asks its CLIENT ID, and never reconnects.
@@ -164,20 +164,20 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    fn spawn(addr: Arc<str>, chan: Channel, settings: Arc<BackendSettings>) -> BackendConn {
-        Self::spawn_task(addr, chan, settings, false).0
+    fn spawn(addr: Arc<str>, key: ConnKey, settings: Arc<BackendSettings>) -> BackendConn {
+        Self::spawn_task(addr, key, settings, false).0
     }
 
     fn spawn_task(
         addr: Arc<str>,
-        chan: Channel,
+        key: ConnKey,
         settings: Arc<BackendSettings>,
         private: bool,
     ) -> (BackendConn, tokio::task::AbortHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(ConnShared {
             addr,
-            chan,
+            key,
             state: AtomicU8::new(CONNECTING),
             last_error: Mutex::new(String::new()),
             private,
@@ -208,10 +208,10 @@ pub struct PrivateConn {
 }
 
 impl PrivateConn {
-    pub fn open(addr: &str, chan: Channel, settings: &BackendSettings) -> PrivateConn {
+    pub fn open(addr: &str, key: ConnKey, settings: &BackendSettings) -> PrivateConn {
         let settings =
             BackendSettings { recv_timeout: Duration::ZERO, ping_period: Duration::ZERO, ..settings.clone() };
-        let (conn, task) = BackendConn::spawn_task(addr.into(), chan, Arc::new(settings), true);
+        let (conn, task) = BackendConn::spawn_task(addr.into(), key, Arc::new(settings), true);
         PrivateConn { conn, task }
     }
 
@@ -223,8 +223,8 @@ impl PrivateConn {
         &self.conn.handle.shared.addr
     }
 
-    pub fn chan(&self) -> Channel {
-        self.conn.handle.shared.chan
+    pub fn key(&self) -> ConnKey {
+        self.conn.handle.shared.key
     }
 
     /// Not lost yet (still connecting counts as usable: requests queue meanwhile).
@@ -269,36 +269,36 @@ impl BackendPool {
         BackendPool { addr: addr.into(), parallel, databases, settings, conns, spares }
     }
 
-    fn index(&self, chan: Channel) -> usize {
-        let row = crate::worker::current() * 2 + chan.resp3 as usize;
-        (row * self.databases + chan.db) % self.conns.len()
+    fn index(&self, key: ConnKey) -> usize {
+        let row = crate::worker::current() * 2 + key.resp3 as usize;
+        (row * self.databases + key.db) % self.conns.len()
     }
 
     /// A private connection to this server. A fresh one costs a connect and handshake,
     /// during which another client's command could overtake this session's (a BLPOP
     /// would miss the LPUSH sent right after it), so a connected spare is handed out
     /// when there is one, and a new spare opened for the next caller.
-    pub fn private(&self, chan: Channel) -> PrivateConn {
-        let mut spare = self.spares[self.index(chan)].lock();
+    pub fn private(&self, key: ConnKey) -> PrivateConn {
+        let mut spare = self.spares[self.index(key)].lock();
         let ready = spare.take().filter(PrivateConn::is_usable);
-        *spare = Some(PrivateConn::open(&self.addr, chan, &self.settings));
-        ready.unwrap_or_else(|| PrivateConn::open(&self.addr, chan, &self.settings))
+        *spare = Some(PrivateConn::open(&self.addr, key, &self.settings));
+        ready.unwrap_or_else(|| PrivateConn::open(&self.addr, key, &self.settings))
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// This worker's connections for `chan`, opened on first use.
-    fn conns(&self, chan: Channel) -> &[BackendConn] {
-        self.conns[self.index(chan)].get_or_init(|| {
-            (0..self.parallel).map(|_| BackendConn::spawn(self.addr.clone(), chan, self.settings.clone())).collect()
+    /// This worker's connections for `key`, opened on first use.
+    fn conns(&self, key: ConnKey) -> &[BackendConn] {
+        self.conns[self.index(key)].get_or_init(|| {
+            (0..self.parallel).map(|_| BackendConn::spawn(self.addr.clone(), key, self.settings.clone())).collect()
         })
     }
 
-    /// A connection for `chan`, spread by `seed`, preferring one that is up.
-    pub fn conn(&self, chan: Channel, seed: usize) -> &BackendConn {
-        let conns = self.conns(chan);
+    /// A connection for `key`, spread by `seed`, preferring one that is up.
+    pub fn conn(&self, key: ConnKey, seed: usize) -> &BackendConn {
+        let conns = self.conns(key);
         let n = conns.len();
         let first = &conns[seed % n];
         if n == 1 || first.is_up() {
@@ -307,10 +307,10 @@ impl BackendPool {
         (1..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up()).unwrap_or(first)
     }
 
-    /// A connection for `chan` only if one is up: a replica read never waits for a
+    /// A connection for `key` only if one is up: a replica read never waits for a
     /// replica connection to open when the master can serve it.
-    pub fn conn_if_up(&self, chan: Channel, seed: usize) -> Option<&BackendConn> {
-        let conns = self.conns(chan);
+    pub fn conn_if_up(&self, key: ConnKey, seed: usize) -> Option<&BackendConn> {
+        let conns = self.conns(key);
         let n = conns.len();
         (0..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up())
     }

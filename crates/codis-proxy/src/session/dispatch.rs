@@ -10,7 +10,7 @@ use codis_resp::{Encoder, Request, RequestRef};
 use super::Session;
 use super::migrate::Migration;
 use super::pending::{Split, State};
-use crate::backend::{BackendConn, BackendPool, Channel};
+use crate::backend::{BackendConn, BackendPool, ConnKey};
 use crate::command::{self, Command, CommandSpec, Handler, SplitKind};
 use crate::reply::{Tickets, error_reply};
 use crate::router::{RouteTable, SlotRoute};
@@ -294,7 +294,7 @@ impl Session {
         let (slot, key) = match target {
             Target::Pool(pool) => {
                 let seq = self.pending.push(cmd.id, start, state);
-                let conn = pool.conn(self.chan(), self.seed);
+                let conn = pool.conn(self.key(), self.seed);
                 self.queue(conn, req, seq, 0, Tickets::None);
                 return;
             }
@@ -329,7 +329,7 @@ impl Session {
         }
         let ticket = self.shared.router.enter(table, slot);
         let seq = self.pending.push(cmd.id, start, state);
-        let conn = pick_conn(route, cmd, self.chan(), self.seed, self.shared.config.backend_primary_only);
+        let conn = pick_conn(route, cmd, self.key(), self.seed, self.shared.config.backend_primary_only);
         self.queue(conn, req, seq, 0, Tickets::One(ticket.slot, ticket.parity));
     }
 
@@ -419,7 +419,7 @@ impl Session {
             }
             let tickets = if t.len() == 1 { Tickets::One(t[0].0, t[0].1) } else { Tickets::Many(t.into_boxed_slice()) };
             let route = &table.slots[part.first_slot as usize];
-            let conn = pick_conn(route, cmd, self.chan(), self.seed, primary_only);
+            let conn = pick_conn(route, cmd, self.key(), self.seed, primary_only);
             if single {
                 // Everything on one backend: forward the client's bytes untouched.
                 self.queue(conn, req, seq, i as u32, tickets);
@@ -477,7 +477,7 @@ pub(super) fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
 fn pick_conn<'a>(
     route: &'a SlotRoute,
     cmd: &Command,
-    chan: Channel,
+    key: ConnKey,
     seed: usize,
     primary_only: bool,
 ) -> &'a BackendConn {
@@ -486,13 +486,13 @@ fn pick_conn<'a>(
         for tier in route.replicas.iter() {
             let n = tier.len();
             for i in 0..n {
-                if let Some(conn) = tier[(seed + i) % n].conn_if_up(chan, seed) {
+                if let Some(conn) = tier[(seed + i) % n].conn_if_up(key, seed) {
                     return conn;
                 }
             }
         }
     }
-    master.conn(chan, seed)
+    master.conn(key, seed)
 }
 
 pub(super) fn arity_error(name: &str) -> String {

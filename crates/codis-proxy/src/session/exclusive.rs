@@ -74,11 +74,11 @@ impl Session {
     /// protocol.
     fn private_conn(&mut self, pool: &BackendPool) -> &BackendConn {
         self.private.retain(PrivateConn::is_usable);
-        let chan = self.chan();
-        let i = match self.private.iter().position(|p| p.addr() == pool.addr() && p.chan() == chan) {
+        let key = self.key();
+        let i = match self.private.iter().position(|p| p.addr() == pool.addr() && p.key() == key) {
             Some(i) => i,
             None => {
-                self.private.push(pool.private(chan));
+                self.private.push(pool.private(key));
                 self.private.len() - 1
             }
         };
@@ -194,7 +194,7 @@ impl Session {
     /// After a routing change: release a blocked command whose slot moved, or issue
     /// again one that waited for the move to finish.
     pub(super) fn blocked_route_changed(&mut self, table: &RouteTable) {
-        let chan = self.chan();
+        let key = self.key();
         let Some(b) = self.blocked.as_mut() else { return };
         if b.waiting_route {
             return self.issue_blocked(table);
@@ -202,7 +202,7 @@ impl Session {
         if b.unblocking || table.slots[b.slot as usize].epoch == b.epoch {
             return;
         }
-        let conn = self.private.iter().find(|p| p.addr() == b.addr && p.chan() == chan);
+        let conn = self.private.iter().find(|p| p.addr() == b.addr && p.key() == key);
         let (Some(id), Some(pool)) =
             (conn.and_then(PrivateConn::client_id), self.shared.router.pool_by_addr(b.addr.as_bytes()))
         else {
@@ -210,7 +210,7 @@ impl Session {
         };
         b.unblocking = true;
         let unblock = Request::from_args([&b"CLIENT"[..], b"UNBLOCK", id.to_string().as_bytes(), b"TIMEOUT"]);
-        let conn = pool.conn(self.chan(), self.seed);
+        let conn = pool.conn(self.key(), self.seed);
         self.queue(conn, unblock.as_ref(), 0, DISCARD_PART, Tickets::None);
         self.flush_outbox();
     }
@@ -397,7 +397,7 @@ impl Session {
         }
         if let Some(w) = &watch {
             // The WATCH went with its connection: the transaction must not run unwatched.
-            let conn = self.private.iter().find(|p| p.addr() == w.pool.addr() && p.chan() == self.chan());
+            let conn = self.private.iter().find(|p| p.addr() == w.pool.addr() && p.key() == self.key());
             if conn.is_none_or(|c| !c.is_usable() || c.conn().handle().id() != w.conn) {
                 let nil: &'static [u8] = if self.resp3 { b"_\r\n" } else { b"*-1\r\n" };
                 return self.reply_now(cmd.id, start, Bytes::from_static(nil), false);

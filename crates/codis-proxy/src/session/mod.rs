@@ -25,7 +25,7 @@ use codis_resp::{Parsed, Request, RequestParser, RequestRef};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{BackendConn, Batch, Channel, ConnHandle, PrivateConn};
+use crate::backend::{BackendConn, Batch, ConnHandle, ConnKey, PrivateConn};
 use crate::config::Config;
 use crate::io::{Conn, OutQueue, read_available};
 use crate::proxy::Shared;
@@ -99,8 +99,8 @@ struct Session {
 impl Session {
     /// Which backend connections serve this session: its database and protocol.
     #[inline]
-    fn chan(&self) -> Channel {
-        Channel { db: self.db, resp3: self.resp3 }
+    fn key(&self) -> ConnKey {
+        ConnKey { db: self.db, resp3: self.resp3 }
     }
 
     fn new(shared: Arc<Shared>) -> Session {
