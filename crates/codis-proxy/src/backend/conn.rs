@@ -78,14 +78,14 @@ pub(super) async fn run(
 
 /// Immediate retries for a blip, then 50 ms doubling up to 1 s: a server that comes back
 /// is used again within a second, and a dead one costs one refused connect per second.
-fn backoff(failures: u32) -> Duration {
+pub(super) fn backoff(failures: u32) -> Duration {
     if failures <= 2 {
         return Duration::ZERO;
     }
     Duration::from_millis(50u64.saturating_mul(1 << (failures - 3).min(7))).min(Duration::from_secs(1))
 }
 
-async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpStream, String> {
+pub(super) async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpStream, String> {
     let stream = match timeout(settings.connect_timeout, TcpStream::connect(&*shared.addr)).await {
         Err(_) => {
             return Err(format!("connect timed out after {:?}", settings.connect_timeout));

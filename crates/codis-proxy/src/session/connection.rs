@@ -179,6 +179,7 @@ impl Session {
             return;
         }
         self.reset_exclusive();
+        self.reset_pubsub();
         self.db = 0;
         self.name = None;
         self.authorized = self.shared.config.session_auth.is_empty();

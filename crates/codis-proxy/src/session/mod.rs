@@ -14,6 +14,7 @@ mod dispatch;
 mod exclusive;
 mod migrate;
 mod pending;
+mod pubsub;
 mod scan;
 
 use std::io;
@@ -83,6 +84,8 @@ struct Session {
     multi: Option<Box<exclusive::Multi>>,
     watch: Option<exclusive::Watch>,
     blocked: Option<Box<exclusive::Blocked>>,
+    /// Subscriptions and their links; `Some` exactly while in subscribed mode.
+    pubsub: Option<Box<pubsub::PubSub>>,
     changes: watch::Receiver<u64>,
     /// Requests of the current round, per backend connection.
     outbox: Vec<(ConnHandle, Batch)>,
@@ -121,6 +124,7 @@ impl Session {
             multi: None,
             watch: None,
             blocked: None,
+            pubsub: None,
             changes: shared.router.subscribe(),
             outbox: Vec::new(),
             followups: Vec::new(),
@@ -212,14 +216,20 @@ impl Session {
                         return;
                     }
                 }
-                r = self.changes.changed(), if self.stalled.is_some() || self.blocked.is_some() => {
+                ev = pubsub::next_event(&mut self.pubsub), if self.pubsub.is_some() && self.out.len() < OUT_BACKLOG => {
+                    if let Some(ev) = ev {
+                        self.link_events(ev);
+                    }
+                }
+                r = self.changes.changed(), if self.stalled.is_some() || self.blocked.is_some() || self.pubsub.is_some() => {
                     if r.is_err() {
                         return;
                     }
-                    if self.blocked.is_some() {
+                    if self.blocked.is_some() || self.pubsub.is_some() {
                         let router = self.shared.router.clone();
                         let (round, table) = router.begin_round();
                         self.blocked_route_changed(&table);
+                        self.pubsub_route_changed(&table);
                         drop((round, table));
                     }
                     if !self.stall_drain {
@@ -238,7 +248,12 @@ impl Session {
                         tracing::info!("session closed: client did not read replies for {send_timeout:?}");
                         return;
                     }
-                    if !idle_timeout.is_zero() && self.pending.is_empty() && now - self.last_request >= idle_timeout {
+                    // Subscribers are exempt, as in Redis: they may listen quietly for long.
+                    if !idle_timeout.is_zero()
+                        && self.pending.is_empty()
+                        && self.pubsub.is_none()
+                        && now - self.last_request >= idle_timeout
+                    {
                         tracing::info!("session closed: idle for {idle_timeout:?}");
                         return;
                     }

@@ -146,6 +146,16 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
             }
             out.put_integer(min);
         }
+        Merge::Max => {
+            let mut max = 0i64;
+            for r in parts {
+                match parse_integer(r) {
+                    Some(n) => max = max.max(n),
+                    None => return (*r).clone(),
+                }
+            }
+            out.put_integer(max);
+        }
         Merge::NonNil => {
             let nil = |r: &Bytes| &r[..] == b"$-1\r\n" || &r[..] == b"_\r\n";
             return match parts.iter().find(|r| !nil(r) && !is_error(r)) {
@@ -153,7 +163,7 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
                 None => first_error().unwrap_or_else(|| parts[0].clone()),
             };
         }
-        Merge::And | Merge::Concat => {
+        Merge::And | Merge::Concat | Merge::Union => {
             if let Some(e) = first_error() {
                 return e;
             }
@@ -162,7 +172,19 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
             let Some(arrays) = arrays else {
                 return error_reply("ERR unexpected reply from backend: expected an array");
             };
-            if kind == Merge::Concat {
+            if kind == Merge::Union {
+                let mut seen: Vec<&[u8]> = Vec::new();
+                for (r, elements) in parts.iter().zip(&arrays) {
+                    for e in elements {
+                        let item = &r[e.clone()];
+                        if !seen.contains(&item) {
+                            seen.push(item);
+                        }
+                    }
+                }
+                out.put_array_len(seen.len());
+                seen.iter().for_each(|item| out.put_slice(item));
+            } else if kind == Merge::Concat {
                 out.put_array_len(arrays.iter().map(Vec::len).sum());
                 for (r, elements) in parts.iter().zip(&arrays) {
                     for e in elements {
