@@ -310,3 +310,41 @@ async fn a_subscriber_follows_its_channel_to_another_group() {
     receive(&mut sub, &Value::Array(vec![b("smessage"), b(&shard), b(&heard)])).await;
     assert_eq!(sub.cmd(&["UNSUBSCRIBE"]).await.unwrap(), confirm("unsubscribe", &ch, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_around_subscriptions_keep_their_order() {
+    let c = Cluster::start(2).await;
+    let (ca, cb) = (name_on(&c, 0, "p-a"), name_on(&c, 1, "p-b"));
+    let mut sub = c.client().await;
+    let mut publisher = c.client().await;
+    // earlier requests are answered first; what follows SUBSCRIBE is in subscribed mode
+    let replies = sub
+        .pipeline(&[
+            codis_testkit::args!["SET", "k", "v"],
+            codis_testkit::args!["SUBSCRIBE", &ca],
+            codis_testkit::args!["PING"],
+            codis_testkit::args!["GET", "k"],
+            codis_testkit::args!["SUBSCRIBE", &cb],
+        ])
+        .await
+        .unwrap();
+    assert_eq!(replies[..3], [Value::ok(), confirm("subscribe", &ca, 1), Value::Array(vec![b("pong"), b("")])]);
+    assert!(replies[3].as_str().unwrap().starts_with("ERR Can't execute 'get'"), "{:?}", replies[3]);
+    assert_eq!(replies[4], confirm("subscribe", &cb, 2));
+    // messages go out in publish order, between replies
+    for i in 0..50 {
+        assert_eq!(publisher.cmd(&["PUBLISH", &ca, &i.to_string()]).await.unwrap(), Value::Int(1));
+    }
+    sub.send(&["PING", "mark"]).await.unwrap();
+    for i in 0..50 {
+        assert_eq!(next(&mut sub).await, message(&ca, &i.to_string()));
+    }
+    assert_eq!(next(&mut sub).await, Value::Array(vec![b("pong"), b("mark")]));
+    // QUIT in subscribed mode closes the connection
+    assert_eq!(sub.cmd(&["QUIT"]).await.unwrap(), Value::ok());
+    assert!(sub.is_closed().await);
+    wait_until("the links close with the session", PATIENCE, || async {
+        (numsub(&c, 0, &ca).await == 0 && numsub(&c, 1, &cb).await == 0).then_some(())
+    })
+    .await;
+}
