@@ -375,7 +375,9 @@ impl Session {
             confirmation(&mut out, reply_name(kind, true), Some(name), ps.count(kind));
         }
         // Wait for the servers to confirm what this command added.
-        let waits = ops.waits(|k, n| added.iter().any(|(ak, an)| *ak == k && an == n));
+        let new: HashSet<&[u8]> = added.iter().map(|(_, n)| &n[..]).collect();
+        let waits = ops.waits(|_, n| new.contains(n));
+        drop(new);
         ops.send(&ps.links);
         self.await_links(cmd, start, out.freeze(), waits, added);
     }
