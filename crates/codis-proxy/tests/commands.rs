@@ -156,7 +156,7 @@ async fn hello_client_and_reset_are_answered_by_the_proxy() {
     let Value::Int(id) = hello[7] else { panic!("{hello:?}") };
     assert_eq!(cl.cmd(&["CLIENT", "ID"]).await.unwrap(), Value::Int(id));
     assert_eq!(cl.cmd(&["CLIENT", "GETNAME"]).await.unwrap(), Value::bulk("app1"));
-    let Value::Error(e) = cl.cmd(&["HELLO", "3"]).await.unwrap() else { panic!() };
+    let Value::Error(e) = cl.cmd(&["HELLO", "4"]).await.unwrap() else { panic!() };
     assert!(e.starts_with("NOPROTO"), "{e}");
     let Value::Error(e) = cl.cmd(&["HELLO", "x"]).await.unwrap() else { panic!() };
     assert!(e.contains("Protocol version"), "{e}");

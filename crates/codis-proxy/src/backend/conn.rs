@@ -102,6 +102,9 @@ pub(super) async fn connect(shared: &ConnShared, settings: &BackendSettings) -> 
     if !settings.auth.is_empty() {
         setup.push((encode_request(["AUTH", settings.auth.as_str()]), "AUTH"));
     }
+    if shared.resp3 {
+        setup.push((encode_request(["HELLO", "3"]), "HELLO"));
+    }
     if shared.db != 0 {
         setup.push((encode_request([&b"SELECT"[..], shared.db.to_string().as_bytes()]), "SELECT"));
     }

@@ -5,6 +5,10 @@
 //! (Codis opened all 16 up front), `parallel` of them per database, each one a
 //! pipelined, multiplexed connection driven by its own task (see [`conn`]).
 //!
+//! Connections speak the protocol of the sessions that use them ([`ConnKey`]), so
+//! RESP3 replies pass through untouched; RESP3 connections open only once a session
+//! asks for RESP3.
+//!
 //! A [`PrivateConn`] is one session's own connection, for what holds a connection:
 //! blocking commands and transactions. A [`SubLink`] is a subscribed session's
 //! connection to one server (see [`pubsub`]).
@@ -89,6 +93,14 @@ impl Batch {
     }
 }
 
+/// Which of a server's connections a session's requests need: its database and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnKey {
+    pub db: usize,
+    /// `HELLO 3` on connect: replies in RESP3.
+    pub resp3: bool,
+}
+
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
@@ -97,6 +109,7 @@ const DOWN: u8 = 2;
 struct ConnShared {
     addr: Arc<str>,
     db: usize,
+    resp3: bool,
     state: AtomicU8,
     last_error: Mutex<String>,
     /// A private connection: asks its CLIENT ID, and never reconnects.
@@ -149,20 +162,21 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    fn spawn(addr: Arc<str>, db: usize, settings: Arc<BackendSettings>) -> BackendConn {
-        Self::spawn_task(addr, db, settings, false).0
+    fn spawn(addr: Arc<str>, key: ConnKey, settings: Arc<BackendSettings>) -> BackendConn {
+        Self::spawn_task(addr, key, settings, false).0
     }
 
     fn spawn_task(
         addr: Arc<str>,
-        db: usize,
+        key: ConnKey,
         settings: Arc<BackendSettings>,
         private: bool,
     ) -> (BackendConn, tokio::task::AbortHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(ConnShared {
             addr,
-            db,
+            db: key.db,
+            resp3: key.resp3,
             state: AtomicU8::new(CONNECTING),
             last_error: Mutex::new(String::new()),
             private,
@@ -193,10 +207,10 @@ pub struct PrivateConn {
 }
 
 impl PrivateConn {
-    pub fn open(addr: &str, db: usize, settings: &BackendSettings) -> PrivateConn {
+    pub fn open(addr: &str, key: ConnKey, settings: &BackendSettings) -> PrivateConn {
         let settings =
             BackendSettings { recv_timeout: Duration::ZERO, ping_period: Duration::ZERO, ..settings.clone() };
-        let (conn, task) = BackendConn::spawn_task(addr.into(), db, Arc::new(settings), true);
+        let (conn, task) = BackendConn::spawn_task(addr.into(), key, Arc::new(settings), true);
         PrivateConn { conn, task }
     }
 
@@ -208,8 +222,9 @@ impl PrivateConn {
         &self.conn.handle.shared.addr
     }
 
-    pub fn db(&self) -> usize {
-        self.conn.handle.shared.db
+    pub fn key(&self) -> ConnKey {
+        let shared = &self.conn.handle.shared;
+        ConnKey { db: shared.db, resp3: shared.resp3 }
     }
 
     /// Not lost yet (still connecting counts as usable: requests queue meanwhile).
@@ -236,7 +251,8 @@ pub struct BackendPool {
     parallel: usize,
     databases: usize,
     settings: Arc<BackendSettings>,
-    /// Indexed by `worker * databases + db`; opened on first use by that worker.
+    /// Indexed by `(worker * 2 + resp3) * databases + db`; opened on first use by that
+    /// worker.
     conns: Box<[OnceLock<Box<[BackendConn]>>]>,
 }
 
@@ -244,7 +260,7 @@ impl BackendPool {
     pub fn new(addr: &str, replica: bool, settings: Arc<BackendSettings>, workers: usize) -> BackendPool {
         let parallel = if replica { settings.replica_parallel } else { settings.primary_parallel }.max(1);
         let databases = settings.databases.max(1);
-        let conns = (0..databases * workers.max(1)).map(|_| OnceLock::new()).collect();
+        let conns = (0..databases * 2 * workers.max(1)).map(|_| OnceLock::new()).collect();
         BackendPool { addr: addr.into(), parallel, databases, settings, conns }
     }
 
@@ -252,17 +268,17 @@ impl BackendPool {
         &self.addr
     }
 
-    /// This worker's connections for database `db`, opened on first use.
-    fn conns(&self, db: usize) -> &[BackendConn] {
-        let idx = (crate::worker::current() * self.databases + db) % self.conns.len();
+    /// This worker's connections for `key`, opened on first use.
+    fn conns(&self, key: ConnKey) -> &[BackendConn] {
+        let idx = ((crate::worker::current() * 2 + key.resp3 as usize) * self.databases + key.db) % self.conns.len();
         self.conns[idx].get_or_init(|| {
-            (0..self.parallel).map(|_| BackendConn::spawn(self.addr.clone(), db, self.settings.clone())).collect()
+            (0..self.parallel).map(|_| BackendConn::spawn(self.addr.clone(), key, self.settings.clone())).collect()
         })
     }
 
-    /// A connection for `db`, spread by `seed`, preferring one that is up.
-    pub fn conn(&self, db: usize, seed: usize) -> &BackendConn {
-        let conns = self.conns(db);
+    /// A connection for `key`, spread by `seed`, preferring one that is up.
+    pub fn conn(&self, key: ConnKey, seed: usize) -> &BackendConn {
+        let conns = self.conns(key);
         let n = conns.len();
         let first = &conns[seed % n];
         if n == 1 || first.is_up() {
@@ -273,8 +289,8 @@ impl BackendPool {
 
     /// A connection for `db` only if one is up: a replica read never waits for a
     /// replica connection to open when the master can serve it.
-    pub fn conn_if_up(&self, db: usize, seed: usize) -> Option<&BackendConn> {
-        let conns = self.conns(db);
+    pub fn conn_if_up(&self, key: ConnKey, seed: usize) -> Option<&BackendConn> {
+        let conns = self.conns(key);
         let n = conns.len();
         (0..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up())
     }

@@ -8,8 +8,9 @@
 //! The link keeps the set of what it is subscribed to. When the connection is lost
 //! (backend restart, network) it reports it, reconnects with the same backoff as the
 //! shared connections and subscribes to the whole set again, so the session's client
-//! keeps receiving without noticing. It speaks RESP2 and selects no database: pub/sub
-//! is global to a server.
+//! keeps receiving without noticing. It speaks RESP2 whatever the client speaks (the
+//! session turns messages into RESP3 pushes for a RESP3 client) and selects no
+//! database: pub/sub is global to a server.
 
 use std::collections::HashSet;
 use std::io;
@@ -167,6 +168,7 @@ async fn run(
     let shared = ConnShared {
         addr: addr.clone(),
         db: 0,
+        resp3: false,
         state: AtomicU8::new(CONNECTING),
         last_error: Mutex::new(String::new()),
         private: false,

@@ -1,5 +1,5 @@
-//! Commands about the client connection itself, answered by the proxy: AUTH, HELLO,
-//! CLIENT SETNAME/GETNAME/ID/INFO and RESET. Forwarding them would apply them to a
+//! Commands about the client connection itself, answered by the proxy: AUTH, HELLO
+//! (RESP2 or RESP3, per session), CLIENT SETNAME/GETNAME/ID/INFO and RESET. Forwarding them would apply them to a
 //! backend connection that many sessions share.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,13 +62,11 @@ impl Session {
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
     pub(super) fn hello(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant) {
         let mut i = 1;
+        let mut resp3 = None;
         if let Some(v) = req.get(1) {
             match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
-                Some(2) => {}
-                // Clients fall back to RESP2 on NOPROTO.
-                Some(3) => {
-                    return self.fail(cmd, start, "NOPROTO codis-proxy serves RESP2 only for now; use HELLO 2");
-                }
+                Some(2) => resp3 = Some(false),
+                Some(3) => resp3 = Some(true),
                 Some(_) => return self.fail(cmd, start, "NOPROTO unsupported protocol version"),
                 None => return self.fail(cmd, start, "ERR Protocol version is not an integer or out of range"),
             }
@@ -109,14 +107,22 @@ impl Session {
             }
             self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
         }
+        // The reply is in the protocol just chosen, as in Redis.
+        if let Some(resp3) = resp3 {
+            self.resp3 = resp3;
+        }
         let mut out = BytesMut::new();
-        out.put_array_len(14);
+        if self.resp3 {
+            out.put_line(b'%', 7);
+        } else {
+            out.put_array_len(14);
+        }
         for (k, v) in [("server", "redis"), ("version", "7.0.15")] {
             out.put_bulk(k.as_bytes());
             out.put_bulk(v.as_bytes());
         }
         out.put_bulk(b"proto");
-        out.put_integer(2);
+        out.put_integer(if self.resp3 { 3 } else { 2 });
         out.put_bulk(b"id");
         out.put_integer(self.id as i64);
         for (k, v) in [("mode", "standalone"), ("role", "master")] {
@@ -159,12 +165,13 @@ impl Session {
             }
             b"GETNAME" => match &self.name {
                 Some(n) => out.put_bulk(n),
-                None => out.put_nil(),
+                None => out.extend_from_slice(self.nil()),
             },
             b"ID" => out.put_integer(self.id as i64),
             _ => {
                 let name = self.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                let info = format!("id={} name={name} db={} resp=2 lib=codis-proxy\n", self.id, self.db);
+                let resp = if self.resp3 { 3 } else { 2 };
+                let info = format!("id={} name={name} db={} resp={resp} lib=codis-proxy\n", self.id, self.db);
                 out.put_bulk(info.as_bytes());
             }
         }
@@ -181,6 +188,7 @@ impl Session {
         self.reset_exclusive();
         self.reset_pubsub();
         self.db = 0;
+        self.resp3 = false;
         self.name = None;
         self.authorized = self.shared.config.session_auth.is_empty();
         self.reply_now(cmd.id, start, Bytes::from_static(b"+RESET\r\n"), false)

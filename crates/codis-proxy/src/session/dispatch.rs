@@ -10,7 +10,7 @@ use codis_resp::{Encoder, Request, RequestRef};
 use super::Session;
 use super::migrate::Migration;
 use super::pending::{Split, State};
-use crate::backend::{BackendConn, BackendPool};
+use crate::backend::{BackendConn, BackendPool, ConnKey};
 use crate::command::{self, Command, CommandSpec, Handler, SplitKind};
 use crate::reply::{Tickets, error_reply};
 use crate::router::{RouteTable, SlotRoute};
@@ -32,6 +32,7 @@ impl Session {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
         }
         if self.pubsub.is_some()
+            && !self.resp3
             && let Some(e) = Self::subscribed_refusal(cmd, &req)
         {
             return self.reply_now(cmd.id, start, error_reply(&e), false);
@@ -62,7 +63,7 @@ impl Session {
         match cmd.handler {
             Handler::Forward => self.forward(cmd, req, start, table),
             Handler::Split(kind) => self.split(cmd, kind, req, start, table),
-            Handler::Ping if self.subscribed() => self.subscribed_ping(cmd, &req, start),
+            Handler::Ping if self.subscribed() && !self.resp3 => self.subscribed_ping(cmd, &req, start),
             Handler::Ping => match req.argc() {
                 1 => self.reply_static(cmd, start, b"+PONG\r\n"),
                 _ => match self.shared.router.pool_by_addr(req.arg(1)) {
@@ -295,7 +296,7 @@ impl Session {
         let (slot, key) = match target {
             Target::Pool(pool) => {
                 let seq = self.pending.push(cmd.id, start, state);
-                let conn = pool.conn(self.db, self.seed);
+                let conn = pool.conn(self.key(), self.seed);
                 self.queue(conn, req, seq, 0, Tickets::None);
                 return;
             }
@@ -330,7 +331,7 @@ impl Session {
         }
         let ticket = self.shared.router.enter(table, slot);
         let seq = self.pending.push(cmd.id, start, state);
-        let conn = pick_conn(route, cmd, self.db, self.seed, self.shared.config.backend_primary_only);
+        let conn = pick_conn(route, cmd, self.key(), self.seed, self.shared.config.backend_primary_only);
         self.queue(conn, req, seq, 0, Tickets::One(ticket.slot, ticket.parity));
     }
 
@@ -420,7 +421,7 @@ impl Session {
             }
             let tickets = if t.len() == 1 { Tickets::One(t[0].0, t[0].1) } else { Tickets::Many(t.into_boxed_slice()) };
             let route = &table.slots[part.first_slot as usize];
-            let conn = pick_conn(route, cmd, self.db, self.seed, primary_only);
+            let conn = pick_conn(route, cmd, self.key(), self.seed, primary_only);
             if single {
                 // Everything on one backend: forward the client's bytes untouched.
                 self.queue(conn, req, seq, i as u32, tickets);
@@ -475,19 +476,25 @@ pub(super) fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
 
 /// The connection for a request on `route`: a replica for reads when the slot has
 /// replica groups and one of them is connected (best tier first), else the master.
-fn pick_conn<'a>(route: &'a SlotRoute, cmd: &Command, db: usize, seed: usize, primary_only: bool) -> &'a BackendConn {
+fn pick_conn<'a>(
+    route: &'a SlotRoute,
+    cmd: &Command,
+    key: ConnKey,
+    seed: usize,
+    primary_only: bool,
+) -> &'a BackendConn {
     let master = route.backend.as_ref().expect("caller checked the slot has a backend");
     if !primary_only && cmd.is_read_only() && !cmd.is_master_only() && route.migrate_from.is_none() {
         for tier in route.replicas.iter() {
             let n = tier.len();
             for i in 0..n {
-                if let Some(conn) = tier[(seed + i) % n].conn_if_up(db, seed) {
+                if let Some(conn) = tier[(seed + i) % n].conn_if_up(key, seed) {
                     return conn;
                 }
             }
         }
     }
-    master.conn(db, seed)
+    master.conn(key, seed)
 }
 
 pub(super) fn arity_error(name: &str) -> String {

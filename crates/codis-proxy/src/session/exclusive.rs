@@ -29,7 +29,7 @@ use codis_resp::{Request, RequestRef};
 use super::Session;
 use super::dispatch::{Target, not_ready, resolve_spec};
 use super::pending::{Split, State};
-use crate::backend::{BackendConn, BackendPool, PrivateConn};
+use crate::backend::{BackendConn, BackendPool, ConnKey, PrivateConn};
 use crate::command::{Command, Handler, Merge};
 use crate::reply::{DISCARD_PART, Tickets};
 use crate::router::RouteTable;
@@ -73,11 +73,11 @@ impl Session {
     /// The session's own connection to `pool`'s server in the current database.
     fn private_conn(&mut self, pool: &BackendPool) -> &BackendConn {
         self.private.retain(PrivateConn::is_usable);
-        let db = self.db;
-        let i = match self.private.iter().position(|p| p.addr() == pool.addr() && p.db() == db) {
+        let key = self.key();
+        let i = match self.private.iter().position(|p| p.addr() == pool.addr() && p.key() == key) {
             Some(i) => i,
             None => {
-                self.private.push(PrivateConn::open(pool.addr(), db, self.shared.router.settings()));
+                self.private.push(PrivateConn::open(pool.addr(), key, self.shared.router.settings()));
                 self.private.len() - 1
             }
         };
@@ -172,7 +172,8 @@ impl Session {
         if b.unblocking || table.slots[b.slot as usize].epoch == b.epoch {
             return;
         }
-        let conn = self.private.iter().find(|p| p.addr() == b.addr && p.db() == self.db);
+        let key = ConnKey { db: self.db, resp3: self.resp3 };
+        let conn = self.private.iter().find(|p| p.addr() == b.addr && p.key() == key);
         let (Some(id), Some(pool)) =
             (conn.and_then(PrivateConn::client_id), self.shared.router.pool_by_addr(b.addr.as_bytes()))
         else {
@@ -180,7 +181,7 @@ impl Session {
         };
         b.unblocking = true;
         let unblock = Request::from_args([&b"CLIENT"[..], b"UNBLOCK", id.to_string().as_bytes(), b"TIMEOUT"]);
-        let conn = pool.conn(self.db, self.seed);
+        let conn = pool.conn(self.key(), self.seed);
         self.queue(conn, unblock.as_ref(), 0, DISCARD_PART, Tickets::None);
         self.flush_outbox();
     }
@@ -338,9 +339,10 @@ impl Session {
         }
         if let Some(w) = &watch {
             // The WATCH went with its connection: the transaction must not run unwatched.
-            let conn = self.private.iter().find(|p| p.addr() == w.pool.addr() && p.db() == self.db);
+            let conn = self.private.iter().find(|p| p.addr() == w.pool.addr() && p.key() == self.key());
             if conn.is_none_or(|c| !c.is_usable() || c.conn().handle().id() != w.conn) {
-                return self.reply_now(cmd.id, start, Bytes::from_static(b"*-1\r\n"), false);
+                let nil = if self.resp3 { &b"_\r\n"[..] } else { b"*-1\r\n" };
+                return self.reply_now(cmd.id, start, Bytes::from_static(nil), false);
             }
         }
         let router = &self.shared.router;

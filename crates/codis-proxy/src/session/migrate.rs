@@ -191,12 +191,12 @@ impl Session {
                         encode(head.into_iter().chain(m.req.args()))
                     }
                 };
-                let conn = source.conn(self.db, self.seed);
+                let conn = source.conn(self.key(), self.seed);
                 self.pending.set_migrating(seq, part, m);
                 self.queue_bytes(conn, &payload, seq, part, tickets);
             }
             _ => {
-                let conn = target.conn(self.db, self.seed);
+                let conn = target.conn(self.key(), self.seed);
                 self.queue_bytes(conn, m.req.raw(), seq, part, tickets);
             }
         }

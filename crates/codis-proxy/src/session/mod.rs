@@ -26,7 +26,7 @@ use codis_resp::{Parsed, Request, RequestParser, RequestRef};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backend::{BackendConn, Batch, ConnHandle, PrivateConn};
+use crate::backend::{BackendConn, Batch, ConnHandle, ConnKey, PrivateConn};
 use crate::config::Config;
 use crate::io::{Conn, OutQueue, read_available};
 use crate::proxy::Shared;
@@ -65,6 +65,8 @@ struct Session {
     stats: LocalStats,
     max_pipeline: usize,
     db: usize,
+    /// `HELLO 3`: replies in RESP3, from RESP3 backend connections.
+    resp3: bool,
     authorized: bool,
     /// `CLIENT ID`.
     id: u64,
@@ -113,6 +115,7 @@ impl Session {
             stats: LocalStats::default(),
             max_pipeline: config.session_max_pipeline.max(1) as usize,
             db: 0,
+            resp3: false,
             authorized: config.session_auth.is_empty(),
             id: connection::next_id(),
             name: None,
@@ -390,6 +393,16 @@ impl Session {
             self.recv_chunk = MIN_RECV;
         }
         self.flush_outbox();
+    }
+
+    /// Which backend connections serve this session: its database and protocol.
+    fn key(&self) -> ConnKey {
+        ConnKey { db: self.db, resp3: self.resp3 }
+    }
+
+    /// A null in the session's protocol.
+    fn nil(&self) -> &'static [u8] {
+        if self.resp3 { b"_\r\n" } else { b"$-1\r\n" }
     }
 
     /// Queues a request for `conn`; sent with the others of this round by [`Self::flush_outbox`].

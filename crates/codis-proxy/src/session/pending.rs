@@ -312,11 +312,16 @@ impl Pending {
 /// The proxy's INFO section followed by the backend's INFO text.
 fn info_reply(section: &[u8], backend: &Bytes) -> Bytes {
     let mut text = BytesMut::from(section);
-    let body = if backend.first() == Some(&b'$') {
+    let body = match backend.first() {
         // "$<len>\r\n<body>\r\n"
-        backend.iter().position(|&b| b == b'\n').map(|nl| &backend[nl + 1..backend.len().saturating_sub(2)])
-    } else {
-        None
+        Some(b'$') => {
+            backend.iter().position(|&b| b == b'\n').map(|nl| &backend[nl + 1..backend.len().saturating_sub(2)])
+        }
+        // RESP3's verbatim string: "=<len>\r\ntxt:<body>\r\n"
+        Some(b'=') => {
+            backend.iter().position(|&b| b == b'\n').and_then(|nl| backend.get(nl + 5..backend.len().saturating_sub(2)))
+        }
+        _ => None,
     };
     match body {
         Some(body) => {

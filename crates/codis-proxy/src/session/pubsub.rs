@@ -252,12 +252,14 @@ fn owner(table: &RouteTable, slot: u16) -> Option<&str> {
     table.slots[slot as usize].backend.as_ref().map(|p| p.addr())
 }
 
-fn confirmation(out: &mut BytesMut, what: &[u8], name: Option<&[u8]>, count: usize) {
-    out.put_array_len(3);
+/// A (un)subscribe confirmation: an array in RESP2, a push in RESP3.
+fn confirmation(out: &mut BytesMut, resp3: bool, what: &[u8], name: Option<&[u8]>, count: usize) {
+    out.put_line(if resp3 { b'>' } else { b'*' }, 3);
     out.put_bulk(what);
-    match name {
-        Some(n) => out.put_bulk(n),
-        None => out.put_nil(),
+    match (name, resp3) {
+        (Some(n), _) => out.put_bulk(n),
+        (None, true) => out.extend_from_slice(b"_\r\n"),
+        (None, false) => out.put_nil(),
     }
     out.put_integer(count as i64);
 }
@@ -271,6 +273,13 @@ fn reply_name(kind: SubKind, subscribe: bool) -> &'static [u8] {
         (SubKind::Pattern, false) => b"punsubscribe",
         (SubKind::Shard, false) => b"sunsubscribe",
     }
+}
+
+/// A RESP2 message (`*3`/`*4` array) as the RESP3 push Redis sends in its place.
+fn as_push(frame: &Bytes) -> Bytes {
+    let mut push = BytesMut::from(&frame[..]);
+    push[0] = b'>';
+    push.freeze()
 }
 
 /// Redis Cluster's rule for shard channels: one command, one slot.
@@ -345,6 +354,7 @@ impl Session {
             return;
         }
         let settings = self.shared.router.settings().clone();
+        let resp3 = self.resp3;
         let ps = self.pubsub.get_or_insert_with(|| Box::new(PubSub::new()));
         let mut ops = Ops::default();
         let mut added: Vec<(SubKind, Bytes)> = Vec::new();
@@ -372,7 +382,7 @@ impl Session {
                     }
                 }
             }
-            confirmation(&mut out, reply_name(kind, true), Some(name), ps.count(kind));
+            confirmation(&mut out, resp3, reply_name(kind, true), Some(name), ps.count(kind));
         }
         // Wait for the servers to confirm what this command added.
         let new: HashSet<&[u8]> = added.iter().map(|(_, n)| &n[..]).collect();
@@ -423,6 +433,7 @@ impl Session {
             return self.fail(cmd, start, &e);
         }
         let what = reply_name(kind, false);
+        let resp3 = self.resp3;
         let mut out = BytesMut::new();
         if self.pubsub.is_some() && !self.drained_for(&req) {
             return;
@@ -430,8 +441,8 @@ impl Session {
         let Some(ps) = self.pubsub.as_mut() else {
             // Not subscribed to anything: Redis still answers for each name.
             match req.argc() {
-                1 => confirmation(&mut out, what, None, 0),
-                _ => req.args().skip(1).for_each(|n| confirmation(&mut out, what, Some(n), 0)),
+                1 => confirmation(&mut out, resp3, what, None, 0),
+                _ => req.args().skip(1).for_each(|n| confirmation(&mut out, resp3, what, Some(n), 0)),
             }
             return self.reply_now(cmd.id, start, out.freeze(), false);
         };
@@ -443,10 +454,10 @@ impl Session {
         let mut ops = Ops::default();
         for name in &names {
             ps.remove(&mut ops, kind, name);
-            confirmation(&mut out, what, Some(name), ps.count(kind));
+            confirmation(&mut out, resp3, what, Some(name), ps.count(kind));
         }
         if names.is_empty() {
-            confirmation(&mut out, what, None, ps.count(kind));
+            confirmation(&mut out, resp3, what, None, ps.count(kind));
         }
         let waits = ops.waits(|_, _| true);
         ops.send(&ps.links);
@@ -505,7 +516,7 @@ impl Session {
         };
         let seq = self.pending.push(cmd.id, start, state);
         for (i, (pool, args)) in parts.iter().enumerate() {
-            let conn = pool.conn(self.db, self.seed);
+            let conn = pool.conn(self.key(), self.seed);
             if single {
                 self.queue(conn, req, seq, 0, Tickets::None);
             } else {
@@ -579,6 +590,8 @@ impl Session {
             _ => false,
         };
         if forward {
+            // Links speak RESP2: a RESP3 client gets the message as a push.
+            let frame = if self.resp3 { as_push(&frame) } else { frame };
             if ps.inflight.is_some() {
                 ps.held.push(frame);
             } else {

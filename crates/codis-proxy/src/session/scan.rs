@@ -61,7 +61,7 @@ impl Session {
         // RANDOMKEY asks the groups in a different order each time.
         let offset = if merge == Merge::NonNil { self.seed % n } else { 0 };
         for i in 0..n {
-            let conn = table.groups[(offset + i) % n].conn(self.db, self.seed);
+            let conn = table.groups[(offset + i) % n].conn(self.key(), self.seed);
             self.queue(conn, req, seq, i as u32, Tickets::None);
         }
     }
@@ -91,7 +91,7 @@ impl Session {
         let payload = super::dispatch::encode_args(args, req.argc());
         let seq = self.pending.push(cmd.id, start, State::Scan { index, groups });
         self.seed = self.seed.wrapping_add(1);
-        let conn = table.groups[index].conn(self.db, self.seed);
+        let conn = table.groups[index].conn(self.key(), self.seed);
         self.queue_bytes(conn, &payload, seq, 0, Tickets::None);
     }
 }
