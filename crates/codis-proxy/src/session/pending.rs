@@ -392,6 +392,28 @@ mod tests {
     }
 
     #[test]
+    fn union_and_max() {
+        let mut p = Pending::default();
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(Merge::Union, 2, vec![]))));
+        deliver(&mut p, s, 0, b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+        deliver(&mut p, s, 1, b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(Merge::Max, 2, vec![]))));
+        deliver(&mut p, s, 0, b":2\r\n");
+        deliver(&mut p, s, 1, b":5\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b":5\r\n");
+    }
+
+    #[test]
+    fn info_takes_resp3_verbatim_text() {
+        let mut p = Pending::default();
+        let s = p.push(0, Instant::now(), State::Info(Bytes::from_static(b"# Proxy\r\n")));
+        deliver(&mut p, s, 0, b"=9\r\ntxt:a:1\r\n\r\n");
+        let (_, reply, _) = p.pop_ready().unwrap();
+        assert_eq!(&reply[..], b"$16\r\n# Proxy\r\n\r\na:1\r\n\r\n");
+    }
+
+    #[test]
     fn info_prepends_proxy_section() {
         let mut p = Pending::default();
         let s = p.push(0, Instant::now(), State::Info(Bytes::from_static(b"# Proxy\r\na:1\r\n")));
