@@ -296,8 +296,19 @@ async fn a_subscriber_follows_its_channel_to_another_group() {
     assert_eq!(publisher.cmd(&["PUBLISH", &ch, "before"]).await.unwrap(), Value::Int(1));
     assert_eq!(next(&mut sub).await, message(&ch, "before"));
 
-    // the slot now belongs to the second group (as after a migration or a failover)
+    // the slot starts moving to the second group: its channels go with it at once
     let moved = Slot { id: slot, backend_addr: c.servers[1].addr(), backend_addr_group_id: 2, ..Default::default() };
+    let migrating = Slot {
+        migrate_from: c.servers[0].addr(),
+        migrate_from_group_id: 1,
+        forward_method: codis_core::models::FORWARD_SEMI_ASYNC,
+        ..moved.clone()
+    };
+    c.proxy.fill_slots(&[migrating]).await.unwrap();
+    let heard = publish_until_heard(&mut publisher, "PUBLISH", &ch, "during").await;
+    receive(&mut sub, &message(&ch, &heard)).await;
+    assert_eq!(numsub(&c, 1, &ch).await, 1);
+    // and once it belongs to the second group (as after a migration or a failover)
     c.proxy.fill_slots(&[moved]).await.unwrap();
     let heard = publish_until_heard(&mut publisher, "PUBLISH", &ch, "after").await;
     receive(&mut sub, &message(&ch, &heard)).await;
@@ -347,4 +358,22 @@ async fn pipelines_around_subscriptions_keep_their_order() {
         (numsub(&c, 0, &ca).await == 0 && numsub(&c, 1, &cb).await == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_while_a_backend_is_down_takes_effect_when_it_is_back() {
+    let mut c = Cluster::start(2).await;
+    let ca = name_on(&c, 0, "d-a");
+    let mut sub = c.client().await;
+    let mut publisher = c.client().await;
+    c.servers[0].kill();
+    // confirmed at once with the session's count; the server gets it once it is back
+    assert_eq!(sub.cmd(&["SUBSCRIBE", &ca]).await.unwrap(), confirm("subscribe", &ca, 1));
+    c.servers[0].restart();
+    let heard = publish_until_heard(&mut publisher, "PUBLISH", &ca, "back").await;
+    receive(&mut sub, &message(&ca, &heard)).await;
+    // and unsubscribing while it is down again does not hang either
+    c.servers[0].kill();
+    assert_eq!(sub.cmd(&["UNSUBSCRIBE", &ca]).await.unwrap(), confirm("unsubscribe", &ca, 0));
+    assert!(sub.cmd(&["GET", &ca]).await.unwrap().is_error(), "the server is still down");
 }

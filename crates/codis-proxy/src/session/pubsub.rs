@@ -9,17 +9,20 @@
 //!
 //! The client sees what one Redis would send: the proxy keeps the session's
 //! subscriptions itself and writes the confirmations with the session's own counts,
-//! one per name, in order. A subscribe is answered once every server involved has
-//! confirmed it, so a message published after the client saw the confirmation reaches
-//! it; it runs alone (like the commands of [`super::exclusive`]), and messages that
-//! arrive meanwhile wait until its reply is written. Messages are forwarded as the
-//! servers send them, only for names the session is still subscribed to.
+//! one per name, in order. A (un)subscribe is answered once every server involved has
+//! confirmed it, so a message published after the client saw a subscribe confirmed
+//! reaches it, and a PUBLISH after an unsubscribe no longer counts it. It runs alone
+//! (like the commands of [`super::exclusive`]), and messages that arrive meanwhile wait
+//! until its reply is written. Messages are forwarded as the servers send them, only
+//! for names the session is still subscribed to (as RESP3 pushes to a RESP3 client).
 //!
 //! Links resubscribe by themselves after a reconnect; when the routing changes (a slot
 //! moved, a group got a new master) the session moves each affected subscription to
 //! its new server. A message published while that happens may be missed, as with any
-//! Redis subscriber that reconnects. In RESP2 a subscribed session accepts only what
-//! Redis accepts in that mode. Sessions that never subscribe pay nothing for this.
+//! Redis subscriber that reconnects. A link that is down confirms nothing: what waits
+//! for it is answered, and made real when the link is back. In RESP2 a subscribed
+//! session accepts only what Redis accepts in that mode. Sessions that never subscribe
+//! pay nothing for this.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
