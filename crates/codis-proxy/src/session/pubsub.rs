@@ -278,6 +278,28 @@ fn reply_name(kind: SubKind, subscribe: bool) -> &'static [u8] {
     }
 }
 
+/// The kind and first name of a frame from a link (`*<n> $<kind> $<name> ...`), read
+/// in place: this runs for every message.
+fn kind_and_name(frame: &[u8]) -> Option<(&[u8], &[u8])> {
+    fn bulk<'a>(frame: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+        if frame.get(*pos) != Some(&b'$') {
+            return None;
+        }
+        let nl = *pos + frame.get(*pos..)?.iter().position(|&b| b == b'\n')?;
+        let len: usize = std::str::from_utf8(frame.get(*pos + 1..nl.checked_sub(1)?)?).ok()?.parse().ok()?;
+        let data = frame.get(nl + 1..nl + 1 + len)?;
+        *pos = nl + 1 + len + 2;
+        Some(data)
+    }
+    if frame.first() != Some(&b'*') {
+        return None;
+    }
+    let mut pos = frame.iter().position(|&b| b == b'\n')? + 1;
+    let kind = bulk(frame, &mut pos)?;
+    let name = bulk(frame, &mut pos)?;
+    Some((kind, name))
+}
+
 /// A RESP2 message (`*3`/`*4` array) as the RESP3 push Redis sends in its place.
 fn as_push(frame: &Bytes) -> Bytes {
     let mut push = BytesMut::from(&frame[..]);
@@ -568,9 +590,7 @@ impl Session {
             tracing::warn!(reply = %String::from_utf8_lossy(&frame), "pub/sub link error");
             return;
         }
-        let Some(elements) = ReplyView::array_elements(&frame) else { return };
-        let text = |i: usize| elements.get(i).and_then(|r| ReplyView::bulk_data(&frame[r.clone()]));
-        let (Some(what), Some(name)) = (text(0), text(1)) else { return };
+        let Some((what, name)) = kind_and_name(&frame) else { return };
         let confirms = match what {
             b"subscribe" => Some((SubKind::Channel, true)),
             b"psubscribe" => Some((SubKind::Pattern, true)),
@@ -594,9 +614,11 @@ impl Session {
         };
         if forward {
             // Links speak RESP2: a RESP3 client gets the message as a push.
-            let frame = if self.resp3 { as_push(&frame) } else { frame };
             if ps.inflight.is_some() {
-                ps.held.push(frame);
+                ps.held.push(if self.resp3 { as_push(&frame) } else { frame });
+            } else if self.resp3 {
+                self.out.push_slice(b">");
+                self.out.push(&frame.slice(1..));
             } else {
                 self.out.push(&frame);
             }
@@ -672,5 +694,22 @@ impl PubSub {
         let Some(inf) = self.inflight.as_mut() else { return false };
         inf.waits.remove(&(kind, subscribe, Bytes::copy_from_slice(name), link));
         inf.waits.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_from_links_are_read_in_place() {
+        let msg = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n";
+        assert_eq!(kind_and_name(msg), Some((&b"message"[..], &b"ch"[..])));
+        let pmsg = b"*4\r\n$8\r\npmessage\r\n$0\r\n\r\n$1\r\nc\r\n$1\r\nm\r\n";
+        assert_eq!(kind_and_name(pmsg), Some((&b"pmessage"[..], &b""[..])));
+        assert_eq!(kind_and_name(b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"), None);
+        assert_eq!(kind_and_name(b"+PONG\r\n"), None);
+        assert_eq!(kind_and_name(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"), Some((&b"pong"[..], &b""[..])));
+        assert_eq!(&as_push(&Bytes::from_static(msg))[..2], b">3");
     }
 }
