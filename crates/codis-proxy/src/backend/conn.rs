@@ -309,6 +309,11 @@ async fn pipeline(
                         Ok(None) => break,
                         Err(e) => return End::Failed(format!("bad reply from server: {e}")),
                     };
+                    if shared.resp3 && rbuf.first() == Some(&b'>') {
+                        // A RESP3 push answers no request: it must not take a reply's place.
+                        rbuf.advance(len);
+                        continue;
+                    }
                     // Small replies are copied out and the buffer reused; large ones are shared.
                     let (delivered, frame) = if len < SHARE_LIMIT {
                         let d = inflight.answer(&mut batch, ReplyData::Slice(&rbuf[..len]));
