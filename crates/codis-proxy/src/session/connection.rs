@@ -1,6 +1,6 @@
 //! Commands about the client connection itself, answered by the proxy: AUTH, HELLO
-//! (RESP2 or RESP3, per session), CLIENT SETNAME/GETNAME/ID/INFO and RESET. Forwarding them would apply them to a
-//! backend connection that many sessions share.
+//! (RESP2 or RESP3, per session), CLIENT SETNAME/GETNAME/ID/INFO and RESET.
+//! Forwarding them would apply them to a backend connection that many sessions share.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
