@@ -78,14 +78,14 @@ pub(super) async fn run(
 
 /// Immediate retries for a blip, then 50 ms doubling up to 1 s: a server that comes back
 /// is used again within a second, and a dead one costs one refused connect per second.
-fn backoff(failures: u32) -> Duration {
+pub(super) fn backoff(failures: u32) -> Duration {
     if failures <= 2 {
         return Duration::ZERO;
     }
     Duration::from_millis(50u64.saturating_mul(1 << (failures - 3).min(7))).min(Duration::from_secs(1))
 }
 
-async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpStream, String> {
+pub(super) async fn connect(shared: &ConnShared, settings: &BackendSettings) -> Result<TcpStream, String> {
     let stream = match timeout(settings.connect_timeout, TcpStream::connect(&*shared.addr)).await {
         Err(_) => {
             return Err(format!("connect timed out after {:?}", settings.connect_timeout));
@@ -310,6 +310,11 @@ async fn pipeline(
                         Ok(None) => break,
                         Err(e) => return End::Failed(format!("bad reply from server: {e}")),
                     };
+                    if shared.key.resp3 && rbuf.first() == Some(&b'>') {
+                        // A RESP3 push answers no request: it must not take a reply's place.
+                        rbuf.advance(len);
+                        continue;
+                    }
                     // Small replies are copied out and the buffer reused; large ones are shared.
                     let (delivered, frame) = if len < SHARE_LIMIT {
                         let d = inflight.answer(&mut batch, ReplyData::Slice(&rbuf[..len]));

@@ -5,10 +5,16 @@
 //! (Codis opened all 16 up front), `parallel` of them per database, each one a
 //! pipelined, multiplexed connection driven by its own task (see [`conn`]).
 //!
+//! Connections speak the protocol of the sessions that use them ([`ConnKey`]), so
+//! RESP3 replies pass through untouched; RESP3 connections open only once a session
+//! asks for RESP3.
+//!
 //! A [`PrivateConn`] is one session's own connection, for what holds a connection:
-//! blocking commands and transactions.
+//! blocking commands and transactions. A [`SubLink`] is a subscribed session's
+//! connection to one server (see [`pubsub`]).
 
 mod conn;
+mod pubsub;
 
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,6 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+
+pub use pubsub::{LinkEvent, LinkEventKind, LinkOp, SubKind, SubLink};
 
 use crate::io::OutQueue;
 use crate::reply::{Inbox, Replies, Tickets};

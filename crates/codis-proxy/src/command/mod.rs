@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 
 pub use spec::CommandSpec;
 
+use crate::backend::SubKind;
+
 /// Codis's command classes.
 pub mod class {
     /// Changes data: never sent to a replica.
@@ -62,6 +64,13 @@ pub enum Handler {
     Discard,
     Watch,
     Unwatch,
+    /// `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE`: on the session's pub/sub links.
+    Subscribe(SubKind),
+    Unsubscribe(SubKind),
+    /// `PUBLISH`, `SPUBLISH`: to the master of the channel's slot.
+    Publish,
+    /// `PUBSUB`: by channel, or on every group master.
+    Pubsub,
 }
 
 /// How the replies of a command sent to several backends become one.
@@ -87,6 +96,10 @@ pub enum Merge {
     AnyOk,
     /// The smallest integer (`WAIT`: replicas that acknowledged, in every group).
     Min,
+    /// The largest integer (`PUBSUB NUMPAT`: a session's patterns are on every group).
+    Max,
+    /// Arrays concatenated without repeats (`PUBSUB CHANNELS`).
+    Union,
 }
 
 /// Why a broadcast command is refused.
@@ -111,7 +124,11 @@ pub fn broadcast_merge(name: &str, sub: Option<&[u8]>, allow_keyspace: bool) -> 
         ("SCRIPT", Some(b"EXISTS")) => Merge::And,
         ("SCRIPT", Some(b"FLUSH")) | ("FUNCTION", Some(b"FLUSH" | b"DELETE" | b"RESTORE")) => Merge::AllOk,
         ("SCRIPT" | "FUNCTION", Some(b"KILL")) => Merge::AnyOk,
-        ("SCRIPT" | "FUNCTION", Some(b"HELP")) | ("FUNCTION", Some(b"LIST" | b"DUMP" | b"STATS")) => Merge::First,
+        ("SCRIPT" | "FUNCTION" | "PUBSUB", Some(b"HELP")) | ("FUNCTION", Some(b"LIST" | b"DUMP" | b"STATS")) => {
+            Merge::First
+        }
+        ("PUBSUB", Some(b"CHANNELS" | b"SHARDCHANNELS")) => Merge::Union,
+        ("PUBSUB", Some(b"NUMPAT")) => Merge::Max,
         _ => return Err(BroadcastRefusal::Unsupported),
     })
 }
@@ -176,14 +193,14 @@ impl Command {
 }
 
 /// Codis 3.2's refused commands that codis-rs still refuses, plus what newer Redis
-/// versions added in the same spirit (server administration, replication, cluster,
-/// pub/sub). Commands of Redis's `admin` category are refused as well without being
-/// listed. (Codis also refused DBSIZE, KEYS, FLUSHDB, FLUSHALL, RANDOMKEY, SCAN,
-/// SCRIPT, FUNCTION, FCALL, CLIENT, HELLO, RESET, MULTI/EXEC/WATCH, WAIT, the blocking
-/// commands, RESTORE, TIME (any group's clock), and the multi-key RENAME, RENAMENX,
-/// MSETNX, BITOP and keyed OBJECT and MEMORY USAGE; the
-/// proxy serves them, multi-key ones when their keys share a group, blocking ones on a
-/// connection of their own.)
+/// versions added in the same spirit (server administration, replication, cluster).
+/// Commands of Redis's `admin` category are refused as well without being listed.
+/// (Codis also refused DBSIZE, KEYS, FLUSHDB, FLUSHALL, RANDOMKEY, SCAN, SCRIPT,
+/// FUNCTION, FCALL, CLIENT, HELLO, RESET, MULTI/EXEC/WATCH, WAIT, the blocking commands,
+/// pub/sub, RESTORE, TIME (any group's clock), and the multi-key RENAME, RENAMENX,
+/// MSETNX, BITOP and keyed OBJECT and MEMORY USAGE; the proxy serves them, multi-key
+/// ones when their keys share a group, blocking ones and subscriptions on connections
+/// of their own.)
 const NOT_ALLOWED: &[&str] = &[
     "ASKING",
     "BGREWRITEAOF",
@@ -198,10 +215,7 @@ const NOT_ALLOWED: &[&str] = &[
     "MONITOR",
     "MOVE",
     "POST",
-    "PSUBSCRIBE",
     "PSYNC",
-    "PUBLISH",
-    "PUNSUBSCRIBE",
     "READONLY",
     "READWRITE",
     "REPLCONF",
@@ -211,13 +225,7 @@ const NOT_ALLOWED: &[&str] = &[
     "SLAVEOF",
     "REPLICAOF",
     "SLOWLOG",
-    "SUBSCRIBE",
     "SYNC",
-    "UNSUBSCRIBE",
-    "SSUBSCRIBE",
-    "SUNSUBSCRIBE",
-    "SPUBLISH",
-    "PUBSUB",
     "ACL",
     "MODULE",
     "SWAPDB",
@@ -247,8 +255,23 @@ const NOT_ALLOWED: &[&str] = &[
 ];
 
 /// Reads that never go to a replica.
-const MASTER_ONLY: &[&str] =
-    &["HSCAN", "SSCAN", "ZSCAN", "SLOTSINFO", "SLOTSSCAN", "SCAN", "KEYS", "DBSIZE", "RANDOMKEY", "FCALL_RO"];
+/// (PUBLISH and PUBSUB count as reads for Redis, but a replica's subscribers are not
+/// the master's.)
+const MASTER_ONLY: &[&str] = &[
+    "HSCAN",
+    "SSCAN",
+    "ZSCAN",
+    "SLOTSINFO",
+    "SLOTSSCAN",
+    "SCAN",
+    "KEYS",
+    "DBSIZE",
+    "RANDOMKEY",
+    "FCALL_RO",
+    "PUBLISH",
+    "SPUBLISH",
+    "PUBSUB",
+];
 
 /// Commands whose effect Redis cannot know in advance.
 const MAY_WRITE: &[&str] = &["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL"];
@@ -310,6 +333,14 @@ fn handler_of(name: &str) -> Handler {
         "DISCARD" => Handler::Discard,
         "WATCH" => Handler::Watch,
         "UNWATCH" => Handler::Unwatch,
+        "SUBSCRIBE" => Handler::Subscribe(SubKind::Channel),
+        "PSUBSCRIBE" => Handler::Subscribe(SubKind::Pattern),
+        "SSUBSCRIBE" => Handler::Subscribe(SubKind::Shard),
+        "UNSUBSCRIBE" => Handler::Unsubscribe(SubKind::Channel),
+        "PUNSUBSCRIBE" => Handler::Unsubscribe(SubKind::Pattern),
+        "SUNSUBSCRIBE" => Handler::Unsubscribe(SubKind::Shard),
+        "PUBLISH" | "SPUBLISH" => Handler::Publish,
+        "PUBSUB" => Handler::Pubsub,
         _ => Handler::Forward,
     }
 }

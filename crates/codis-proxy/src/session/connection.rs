@@ -1,6 +1,6 @@
-//! Commands about the client connection itself, answered by the proxy: AUTH, HELLO,
-//! CLIENT SETNAME/GETNAME/ID/INFO and RESET. Forwarding them would apply them to a
-//! backend connection that many sessions share.
+//! Commands about the client connection itself, answered by the proxy: AUTH, HELLO
+//! (RESP2 or RESP3, per session), CLIENT SETNAME/GETNAME/ID/INFO and RESET.
+//! Forwarding them would apply them to a backend connection that many sessions share.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -63,11 +63,11 @@ impl Session {
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
     pub(super) fn hello(&mut self, cmd: &Command, req: &RequestRef<'_>, start: Instant) {
         let mut i = 1;
-        let mut resp3 = self.resp3;
+        let mut resp3 = None;
         if let Some(v) = req.get(1) {
             match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
-                Some(2) => resp3 = false,
-                Some(3) => resp3 = true,
+                Some(2) => resp3 = Some(false),
+                Some(3) => resp3 = Some(true),
                 Some(_) => return self.fail(cmd, start, "NOPROTO unsupported protocol version"),
                 None => return self.fail(cmd, start, "ERR Protocol version is not an integer or out of range"),
             }
@@ -108,11 +108,12 @@ impl Session {
             }
             self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
         }
-        // Later requests go on connections of the new protocol; replies of earlier ones
-        // still come back in request order, each in the protocol it was sent with.
-        self.resp3 = resp3;
+        // The reply is in the protocol just chosen, as in Redis.
+        if let Some(resp3) = resp3 {
+            self.resp3 = resp3;
+        }
         let mut out = BytesMut::new();
-        if resp3 {
+        if self.resp3 {
             out.put_map_len(7);
         } else {
             out.put_array_len(14);
@@ -122,7 +123,7 @@ impl Session {
             out.put_bulk(v.as_bytes());
         }
         out.put_bulk(b"proto");
-        out.put_integer(if resp3 { 3 } else { 2 });
+        out.put_integer(if self.resp3 { 3 } else { 2 });
         out.put_bulk(b"id");
         out.put_integer(self.id as i64);
         for (k, v) in [("mode", "standalone"), ("role", "master")] {
@@ -167,8 +168,7 @@ impl Session {
             }
             b"GETNAME" => match &self.name {
                 Some(n) => out.put_bulk(n),
-                None if self.resp3 => out.put_null(),
-                None => out.put_nil(),
+                None => out.extend_from_slice(self.nil()),
             },
             b"ID" => out.put_integer(self.id as i64),
             _ => {
@@ -189,6 +189,7 @@ impl Session {
             return;
         }
         self.reset_exclusive();
+        self.reset_pubsub();
         self.db = 0;
         self.resp3 = false;
         self.name = None;

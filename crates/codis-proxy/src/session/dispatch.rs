@@ -31,6 +31,12 @@ impl Session {
         if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit | Handler::Hello | Handler::Reset) {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
         }
+        if self.pubsub.is_some()
+            && !self.resp3
+            && let Some(e) = Self::subscribed_refusal(cmd, &req)
+        {
+            return self.reply_now(cmd.id, start, error_reply(&e), false);
+        }
         if self.multi.is_some()
             && !matches!(
                 cmd.handler,
@@ -66,6 +72,7 @@ impl Session {
         match cmd.handler {
             Handler::Forward => self.forward(cmd, req, start, table),
             Handler::Split(kind) => self.split(cmd, kind, req, start, table),
+            Handler::Ping if self.subscribed() && !self.resp3 => self.subscribed_ping(cmd, &req, start),
             Handler::Ping => match req.argc() {
                 1 => self.reply_static(cmd, start, b"+PONG\r\n"),
                 _ => match self.shared.router.pool_by_addr(req.arg(1)) {
@@ -119,6 +126,10 @@ impl Session {
             Handler::Discard => self.discard(cmd, start),
             Handler::Watch => self.watch(cmd, req, start, table),
             Handler::Unwatch => self.unwatch(cmd, req, start),
+            Handler::Subscribe(kind) => self.subscribe(cmd, kind, req, start, table),
+            Handler::Unsubscribe(kind) => self.unsubscribe(cmd, kind, req, start),
+            Handler::Publish => self.publish(cmd, req, start, table),
+            Handler::Pubsub => self.pubsub_command(cmd, req, start, table),
             Handler::SlotsScan => match parse_slot(req.get(1)) {
                 Ok(slot) => self.send_to(cmd, Target::Slot(slot, None), req, start, table),
                 Err(e) => self.fail(cmd, start, &e),

@@ -14,6 +14,7 @@ mod dispatch;
 mod exclusive;
 mod migrate;
 mod pending;
+mod pubsub;
 mod scan;
 
 use std::io;
@@ -85,6 +86,8 @@ struct Session {
     multi: Option<Box<exclusive::Multi>>,
     watch: Option<exclusive::Watch>,
     blocked: Option<Box<exclusive::Blocked>>,
+    /// Subscriptions and their links; `Some` exactly while in subscribed mode.
+    pubsub: Option<Box<pubsub::PubSub>>,
     changes: watch::Receiver<u64>,
     /// Requests of the current round, per backend connection.
     outbox: Vec<(ConnHandle, Batch)>,
@@ -97,12 +100,6 @@ struct Session {
 }
 
 impl Session {
-    /// Which backend connections serve this session: its database and protocol.
-    #[inline]
-    fn key(&self) -> ConnKey {
-        ConnKey { db: self.db, resp3: self.resp3 }
-    }
-
     fn new(shared: Arc<Shared>) -> Session {
         let config: &Config = &shared.config;
         let seed = rand_seed();
@@ -130,6 +127,7 @@ impl Session {
             multi: None,
             watch: None,
             blocked: None,
+            pubsub: None,
             changes: shared.router.subscribe(),
             outbox: Vec::new(),
             followups: Vec::new(),
@@ -225,14 +223,20 @@ impl Session {
                         return;
                     }
                 }
-                r = self.changes.changed(), if self.stalled.is_some() || self.blocked.is_some() => {
+                ev = pubsub::next_event(&mut self.pubsub), if self.pubsub.is_some() && self.out.len() < OUT_BACKLOG => {
+                    if let Some(ev) = ev {
+                        self.link_events(ev);
+                    }
+                }
+                r = self.changes.changed(), if self.stalled.is_some() || self.blocked.is_some() || self.pubsub.is_some() => {
                     if r.is_err() {
                         return;
                     }
-                    if self.blocked.is_some() {
+                    if self.blocked.is_some() || self.pubsub.is_some() {
                         let router = self.shared.router.clone();
                         let (round, table) = router.begin_round();
                         self.blocked_route_changed(&table);
+                        self.pubsub_route_changed(&table);
                         drop((round, table));
                     }
                     if !self.stall_drain {
@@ -251,7 +255,12 @@ impl Session {
                         tracing::info!("session closed: client did not read replies for {send_timeout:?}");
                         return;
                     }
-                    if !idle_timeout.is_zero() && self.pending.is_empty() && now - self.last_request >= idle_timeout {
+                    // Subscribers are exempt, as in Redis: they may listen quietly for long.
+                    if !idle_timeout.is_zero()
+                        && self.pending.is_empty()
+                        && self.pubsub.is_none()
+                        && now - self.last_request >= idle_timeout
+                    {
                         tracing::info!("session closed: idle for {idle_timeout:?}");
                         return;
                     }
@@ -388,6 +397,16 @@ impl Session {
             self.recv_chunk = MIN_RECV;
         }
         self.flush_outbox();
+    }
+
+    /// Which backend connections serve this session: its database and protocol.
+    fn key(&self) -> ConnKey {
+        ConnKey { db: self.db, resp3: self.resp3 }
+    }
+
+    /// A null in the session's protocol.
+    fn nil(&self) -> &'static [u8] {
+        if self.resp3 { b"_\r\n" } else { b"$-1\r\n" }
     }
 
     /// Queues a request for `conn`; sent with the others of this round by [`Self::flush_outbox`].

@@ -146,6 +146,16 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
             }
             out.put_integer(min);
         }
+        Merge::Max => {
+            let mut max = 0i64;
+            for r in parts {
+                match parse_integer(r) {
+                    Some(n) => max = max.max(n),
+                    None => return (*r).clone(),
+                }
+            }
+            out.put_integer(max);
+        }
         Merge::NonNil => {
             let nil = |r: &Bytes| &r[..] == b"$-1\r\n" || &r[..] == b"_\r\n";
             return match parts.iter().find(|r| !nil(r) && !is_error(r)) {
@@ -153,7 +163,7 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
                 None => first_error().unwrap_or_else(|| parts[0].clone()),
             };
         }
-        Merge::And | Merge::Concat => {
+        Merge::And | Merge::Concat | Merge::Union => {
             if let Some(e) = first_error() {
                 return e;
             }
@@ -162,7 +172,19 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
             let Some(arrays) = arrays else {
                 return error_reply("ERR unexpected reply from backend: expected an array");
             };
-            if kind == Merge::Concat {
+            if kind == Merge::Union {
+                let mut seen: Vec<&[u8]> = Vec::new();
+                for (r, elements) in parts.iter().zip(&arrays) {
+                    for e in elements {
+                        let item = &r[e.clone()];
+                        if !seen.contains(&item) {
+                            seen.push(item);
+                        }
+                    }
+                }
+                out.put_array_len(seen.len());
+                seen.iter().for_each(|item| out.put_slice(item));
+            } else if kind == Merge::Concat {
                 out.put_array_len(arrays.iter().map(Vec::len).sum());
                 for (r, elements) in parts.iter().zip(&arrays) {
                     for e in elements {
@@ -290,11 +312,16 @@ impl Pending {
 /// The proxy's INFO section followed by the backend's INFO text.
 fn info_reply(section: &[u8], backend: &Bytes) -> Bytes {
     let mut text = BytesMut::from(section);
-    let body = if backend.first() == Some(&b'$') {
+    let body = match backend.first() {
         // "$<len>\r\n<body>\r\n"
-        backend.iter().position(|&b| b == b'\n').map(|nl| &backend[nl + 1..backend.len().saturating_sub(2)])
-    } else {
-        None
+        Some(b'$') => {
+            backend.iter().position(|&b| b == b'\n').map(|nl| &backend[nl + 1..backend.len().saturating_sub(2)])
+        }
+        // RESP3's verbatim string: "=<len>\r\ntxt:<body>\r\n"
+        Some(b'=') => {
+            backend.iter().position(|&b| b == b'\n').and_then(|nl| backend.get(nl + 5..backend.len().saturating_sub(2)))
+        }
+        _ => None,
     };
     match body {
         Some(body) => {
@@ -362,6 +389,28 @@ mod tests {
         deliver(&mut p, s, 0, b"-ERR y\r\n");
         deliver(&mut p, s, 1, b":1\r\n");
         assert_eq!(&p.pop_ready().unwrap().1[..], b"-ERR y\r\n");
+    }
+
+    #[test]
+    fn union_and_max() {
+        let mut p = Pending::default();
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(Merge::Union, 2, vec![]))));
+        deliver(&mut p, s, 0, b"*2\r\n$1\r\na\r\n$1\r\nb\r\n");
+        deliver(&mut p, s, 1, b"*2\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n");
+        let s = p.push(0, Instant::now(), State::Split(Box::new(Split::new(Merge::Max, 2, vec![]))));
+        deliver(&mut p, s, 0, b":2\r\n");
+        deliver(&mut p, s, 1, b":5\r\n");
+        assert_eq!(&p.pop_ready().unwrap().1[..], b":5\r\n");
+    }
+
+    #[test]
+    fn info_takes_resp3_verbatim_text() {
+        let mut p = Pending::default();
+        let s = p.push(0, Instant::now(), State::Info(Bytes::from_static(b"# Proxy\r\n")));
+        deliver(&mut p, s, 0, b"=9\r\ntxt:a:1\r\n\r\n");
+        let (_, reply, _) = p.pop_ready().unwrap();
+        assert_eq!(&reply[..], b"$16\r\n# Proxy\r\n\r\na:1\r\n\r\n");
     }
 
     #[test]
