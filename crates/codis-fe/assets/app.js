@@ -154,6 +154,14 @@ async function refresh() {
   const reqs = [api('GET', '/topom')];
   if (state.page === 'overview') reqs.push(call('GET', '/fe/history?forward=' + encodeURIComponent(p)));
   if (state.page === 'events' || state.page === 'overview') reqs.push(call('GET', '/fe/events?forward=' + encodeURIComponent(p)));
+  if (state.page === 'proxies') {
+    for (const k of state.expanded) {
+      if (k.startsWith('cmd-')) {
+        call('GET', `/fe/proxy-stats?forward=${encodeURIComponent(p)}&token=${encodeURIComponent(k.slice(4))}`)
+          .then((r) => { state.infos[k] = r.ok ? ((r.data.ops || {}).cmd || []) : r.error; });
+      }
+    }
+  }
   const [t, h, e] = await Promise.all(reqs);
   if (p !== state.product) return;
   state.error = t.ok ? '' : t.error;
@@ -340,7 +348,7 @@ async function rowAction(ev, msgEl) {
   if (kind === 'toggle') {
     const k = b.dataset.key;
     if (state.expanded.has(k)) state.expanded.delete(k); else state.expanded.add(k);
-    render();
+    refresh();
     return;
   }
   if (kind === 'info') {
@@ -406,8 +414,9 @@ const RENDER = {
       const key = 'cmd-' + p.token, mid = 'pmsg-' + p.id;
       let sub = '';
       if (state.expanded.has(key)) {
-        const cmds = (ops.cmd || []).slice().sort((a, b) => b.calls - a.calls);
-        sub = `<tr class="sub"><td colspan="10">${cmds.length ? `<table><tr><th>Command</th><th>Calls</th><th>µs/call</th><th>Fails</th><th>Redis errors</th></tr>${cmds.map((c) => `<tr><td class="mono">${esc(c.opstr)}</td><td>${fmtNum(c.calls)}</td><td>${fmtNum(c.usecs_percall)}</td><td>${fmtNum(c.fails)}</td><td>${fmtNum(c.redis_errtype)}</td></tr>`).join('')}</table>` : '<span class="hint">No commands yet.</span>'}</td></tr>`;
+        const got = state.infos[key];
+        const cmds = Array.isArray(got) ? got.slice().sort((a, b) => b.calls - a.calls) : [];
+        sub = `<tr class="sub"><td colspan="10">${typeof got === 'string' ? `<div class="msg err">${esc(got)}</div>` : got === undefined ? '<span class="hint">loading…</span>' : cmds.length ? `<table><tr><th>Command</th><th>Calls</th><th>µs/call</th><th>Fails</th><th>Redis errors</th></tr>${cmds.map((c) => `<tr><td class="mono">${esc(c.opstr)}</td><td>${fmtNum(c.calls)}</td><td>${fmtNum(c.usecs_percall)}</td><td>${fmtNum(c.fails)}</td><td>${fmtNum(c.redis_errtype)}</td></tr>`).join('')}</table>` : '<span class="hint">No commands yet.</span>'}</td></tr>`;
       }
       return `<tr data-proxy="${esc(p.admin_addr)}"><td>${p.id}</td><td class="mono">${esc(p.proxy_addr)}</td><td class="mono">${esc(p.admin_addr)}</td><td>${esc(p.datacenter)}</td>
         <td>${status}</td><td>${fmtNum(ses.alive)} / ${fmtNum(ses.total)}</td><td>${fmtNum(ops.total)}</td><td>${fmtNum(ops.fails)}</td><td>${fmtNum(ops.qps)}</td>

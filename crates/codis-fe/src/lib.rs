@@ -135,6 +135,7 @@ pub fn routes(fe: Arc<Fe>) -> Router {
         .route("/fe/logout", post(logout))
         .route("/fe/history", get(history))
         .route("/fe/events", get(events))
+        .route("/fe/proxy-stats", get(proxy_stats))
         .fallback(fallback)
         .with_state(fe)
 }
@@ -249,6 +250,33 @@ async fn events(State(fe): S, headers: HeaderMap, Query(q): Query<Forward>) -> R
         return need_login();
     }
     axum::Json(fe.monitor.events(q.forward.as_deref().unwrap_or_default())).into_response()
+}
+
+#[derive(Deserialize)]
+struct ProxyQuery {
+    forward: String,
+    token: String,
+}
+
+/// A proxy's full stats (with per-command figures, which the dashboard does not relay),
+/// fetched by codis-fe so the browser need not reach the proxy.
+async fn proxy_stats(State(fe): S, headers: HeaderMap, Query(q): Query<ProxyQuery>) -> Response {
+    if fe.config.require_login && !fe.logged_in(&headers) {
+        return need_login();
+    }
+    let Some(addr) = fe.monitor.proxy_admin(&q.forward, &q.token) else {
+        return cause(
+            StatusCode::NOT_FOUND,
+            &format!("proxy {} of {} is not known yet: retry in a few seconds", q.token, q.forward),
+        );
+    };
+    match fe.http.get(format!("http://{addr}/proxy/stats")).timeout(Duration::from_secs(5)).send().await {
+        Ok(r) => match r.json::<serde_json::Value>().await {
+            Ok(v) => axum::Json(v).into_response(),
+            Err(e) => cause(StatusCode::BAD_GATEWAY, &format!("proxy {addr} sent unreadable stats: {e}")),
+        },
+        Err(e) => cause(StatusCode::BAD_GATEWAY, &format!("cannot reach proxy {addr}: {e}")),
+    }
 }
 
 /// `?forward=<product>`: the dashboard's API; anything else: the UI.

@@ -83,6 +83,12 @@ impl Monitor {
         self.state.lock().get(product).map(|s| s.events.iter().rev().cloned().collect()).unwrap_or_default()
     }
 
+    /// The admin address of proxy `token` of `product`, as last sampled.
+    pub fn proxy_admin(&self, product: &str, token: &str) -> Option<String> {
+        let st = self.state.lock();
+        st.get(product)?.last.as_ref()?.proxies.get(token).map(|(addr, _)| addr.clone())
+    }
+
     /// Polls every product's dashboard every `interval` until the process ends.
     pub async fn run(self: Arc<Self>, products: Arc<Products>) {
         let mut tick = tokio::time::interval(self.interval);
