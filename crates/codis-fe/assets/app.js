@@ -464,7 +464,7 @@ const RENDER = {
         ${btn('Resync', `/api/topom/group/resync/XAUTH/${grp.id}`, { msg: gm, ok: 'resynced' })}
         ${btn('Remove group', `/api/topom/group/remove/XAUTH/${grp.id}`, { msg: gm, cls: 'danger', ok: 'removed', confirm: `Remove group-${grp.id}?` })}</h3>
         ${grp.servers.length ? `<table><tr><th>Role</th><th>Server</th><th>DC</th><th>Status</th><th>Lag</th><th>Memory</th><th>Keys</th><th>Migration</th><th></th></tr>${rows}</table>` : '<p class="hint">No servers yet: add one above; the first one is the master.</p>'}
-        ${st.last_failover ? `<p class="hint">last failover: ${esc(JSON.stringify(st.last_failover))}</p>` : ''}<div id="${gm}" class="msg"></div></div>`;
+        ${st.last_failover ? `<p class="hint">last switch: ${esc(st.last_failover.kind)} of ${esc(st.last_failover.from)} to ${esc(st.last_failover.to)}${st.last_failover.switched_at ? ' at ' + esc(new Date(st.last_failover.switched_at).toLocaleString('en-GB')) : ''}</p>` : ''}<div id="${gm}" class="msg"></div></div>`;
     }).join('');
     $('#group-list').innerHTML = html || '<div class="card hint">No groups yet: create one above.</div>';
     keepMessages('#group-list');
@@ -502,8 +502,13 @@ const RENDER = {
     const prow = pending.map((m) => `<tr data-slot="${m.id}"><td>${m.id}</td><td>group-${m.group_id} → group-${m.action.target_id}</td><td>${esc(m.action.state)}</td>
       <td><div class="bar" data-pct="0"><i style="width:0"></i><b>${m.action.state === 'pending' ? 'queued' : esc(m.action.state)}</b></div></td><td></td><td></td>
       <td>${m.action.state === 'pending' ? btn('Cancel', `/api/topom/slots/action/remove/XAUTH/${m.id}`, { ok: 'cancelled' }) : ''}</td></tr>`);
-    $('#mig-table').innerHTML = rows.length || prow.length ? `<table><tr><th>Slot</th><th>Move</th><th>State</th><th>Progress</th><th>Speed</th><th>Elapsed</th><th></th></tr>${rows.join('')}${prow.join('')}</table>`
-      : '<p class="hint">No migrations in the last 10 minutes.</p>';
+    const nDone = all.filter((p) => p.state === 'finished' || p.finished_at).length;
+    const nTotal = all.length + pending.length;
+    const pctAll = nTotal ? Math.floor(100 * nDone / nTotal) : 0;
+    const summary = nTotal ? `<div class="row"><span>${nDone} of ${nTotal} slots done · ${all.length - nDone} in progress · ${pending.length} queued</span>
+      <div class="bar ${nDone === nTotal ? 'done' : ''}" id="mig-overall" data-pct="${pctAll}" style="flex:1"><i style="width:${pctAll}%"></i><b>${pctAll}%</b></div></div>` : '';
+    $('#mig-table').innerHTML = summary + (rows.length || prow.length ? `<div class="scroll"><table><tr><th>Slot</th><th>Move</th><th>State</th><th>Progress</th><th>Speed</th><th>Elapsed</th><th></th></tr>${rows.join('')}${prow.join('')}</table></div>`
+      : '<p class="hint">No migrations in the last 10 minutes.</p>');
   },
 
   sentinels(t) {

@@ -53,7 +53,7 @@ struct Snapshot {
     groups: BTreeMap<i64, Vec<String>>,
     slots: Vec<(i64, String)>,
     proxies: BTreeMap<String, (String, bool)>,
-    failovers: BTreeMap<i64, String>,
+    failovers: BTreeMap<i64, (i64, String)>,
     sentinels: BTreeSet<String>,
 }
 
@@ -194,8 +194,17 @@ fn snapshot(stats: &Value) -> Snapshot {
     }
     if let Some(states) = stats["group"]["states"].as_object() {
         for (gid, st) in states {
-            if !st["last_failover"].is_null() {
-                snap.failovers.insert(gid.parse().unwrap_or(0), st["last_failover"].to_string());
+            let f = &st["last_failover"];
+            if !f.is_null() {
+                // The switch time tells failovers apart; the text is what the log shows.
+                let text = format!(
+                    "{} of {} to {} ({} ms)",
+                    f["kind"].as_str().unwrap_or("switch"),
+                    f["from"].as_str().unwrap_or("?"),
+                    f["to"].as_str().unwrap_or("?"),
+                    int(&f["duration_ms"])
+                );
+                snap.failovers.insert(gid.parse().unwrap_or(0), (int(&f["switched_at"]), text));
             }
         }
     }
@@ -294,8 +303,8 @@ fn diff(prev: &Snapshot, next: &Snapshot) -> Vec<(String, String)> {
         }
     }
     for (gid, f) in &next.failovers {
-        if prev.failovers.get(gid) != Some(f) {
-            push("failover", format!("failover in group-{gid}: {f}"));
+        if prev.failovers.get(gid).map(|p| p.0) != Some(f.0) {
+            push("failover", format!("group-{gid}: {}", f.1));
         }
     }
     for s in next.sentinels.difference(&prev.sentinels) {

@@ -159,6 +159,7 @@ async function main() {
     }), 30000);
     const firstBar = await page.textContent('#mig-table tr[data-slot="0"] .bar');
     assert(/done/.test(firstBar), 'slot 0 bar says done: ' + firstBar);
+    assert((await page.getAttribute('#mig-overall', 'data-pct')) === '100', 'overall bar at 100%');
     const slotKeys = execFileSync('redis-cli', ['-p', SERVERS[2].split(':')[1], 'DBSIZE']).toString().trim();
     assert(+slotKeys > 0, 'group 2 master received keys: ' + slotKeys);
     await shot(page, '06-slots-done');
@@ -171,6 +172,8 @@ async function main() {
       const first = await page.$(`.group-card[data-group="1"] tr[data-server]`);
       return first && (await first.getAttribute('data-server')) === SERVERS[1] && /master/.test(await first.textContent());
     }, 30000);
+    await until('group 1 in sync again (old master follows the new one)', async () =>
+      /in sync/.test(await page.textContent('.group-card[data-group="1"] h3')), 30000);
     await shot(page, '07-groups-promoted');
 
     log('proxies page with per-command stats');
@@ -189,7 +192,7 @@ async function main() {
     await open(page, 'events');
     await until('events recorded', async () => {
       const t = await page.textContent('#event-table');
-      return /group-1 created/.test(t) && /moved from group-1 to group-2/.test(t) && /group-1 master changed/.test(t);
+      return /group-1 created/.test(t) && /group-2/.test(t) && /group-1 master changed/.test(t) && /promote of/.test(t);
     }, 30000);
     await shot(page, '10-events');
 
@@ -202,9 +205,12 @@ async function main() {
 
     log('history survives a reload (kept by codis-fe, not the page)');
     const before = await page.evaluate(async (p) => (await (await fetch('/fe/history?forward=' + p)).json()).length, PRODUCT);
-    await page.reload();
-    await page.waitForSelector('.chart path');
     assert(before >= 2, 'codis-fe holds several samples: ' + before);
+    await page.reload();
+    await until('charts redrawn from codis-fe\'s history right after the reload', async () => page.evaluate((n) => {
+      const d = document.querySelector('.chart[data-chart="keys"] path[fill="none"]');
+      return d && (d.getAttribute('d') || '').split('L').length >= n;
+    }, before), 10000);
 
     log('log out: read-only again');
     await page.click('#btn-logout');
