@@ -60,7 +60,7 @@ async function call(method, url, body) {
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
   if (resp.ok) return { ok: true, data };
   let error = (data && data.Cause) || (typeof data === 'string' && data) || resp.statusText;
-  if (resp.status === 401) error += ' (use "Log in" at the top right)';
+  if (resp.status === 401 && !url.startsWith('/fe/login')) error += ' (use "Log in" at the top right)';
   else if (!(data && data.Cause)) error = 'HTTP ' + resp.status + ': ' + error;
   return { ok: false, status: resp.status, error };
 }

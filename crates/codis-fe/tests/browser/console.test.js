@@ -142,7 +142,7 @@ async function main() {
     assert(+dbsize === 20000, 'group 1 master holds 20000 keys, has ' + dbsize);
 
     log('slow migrations down so that progress is visible, then migrate slots 0-127 to group 2');
-    await page.fill('#mig-interval', '2000');
+    await page.fill('#mig-interval', '50000');
     await doAction(page, '#mig-interval-set', '#ctl-msg');
     await page.fill('#mig-beg', '0');
     await page.fill('#mig-end', '127');
@@ -150,6 +150,10 @@ async function main() {
     await doAction(page, '#mig-range', '#mig-msg');
     await page.waitForSelector('#mig-table tr[data-slot]');
     await until('a cell marked migrating', () => page.$('#slot-map div.mig'));
+    await until('the overall bar part way', async () => {
+      const pct = +(await page.getAttribute('#mig-overall', 'data-pct'));
+      return pct > 0; // (part way, unless the poll missed it: only slots done count)
+    }, 120000);
     await shot(page, '05-slots-migrating');
     log('watch every progress bar reach done');
     await until('slots 0-127 in group 2', async () => /group-2: 128/.test(await page.textContent('#slot-legend')), 120000);
