@@ -493,10 +493,11 @@ const RENDER = {
       const done = p.state === 'finished' || p.finished_at;
       const total = p.remaining == null ? null : p.moved + p.remaining;
       const pct = done ? 100 : total ? Math.floor(100 * p.moved / total) : 0;
-      const label = done ? `done · ${fmtNum(p.moved)} keys` : p.error ? 'error' : p.started ? `${pct}% · ${fmtNum(p.moved)} keys` : 'queued';
+      const label = done ? `done · ${fmtNum(p.moved)} keys` : p.error ? 'error' : !p.started ? 'queued'
+        : pct === 100 ? `completing · ${fmtNum(p.moved)} keys` : `${pct}% · ${fmtNum(p.moved)} keys`;
       return `<tr data-slot="${p.slot}"><td>${p.slot}</td><td>group-${p.from} → group-${p.to}</td><td>${esc(p.state)}</td>
         <td><div class="bar ${done ? 'done' : p.error ? 'err' : ''}" data-pct="${pct}"><i style="width:${pct}%"></i><b>${label}</b></div></td>
-        <td>${p.keys_per_sec ? fmtNum(Math.round(p.keys_per_sec)) + '/s' : ''}</td><td>${p.elapsed_ms ? (p.elapsed_ms / 1000).toFixed(1) + ' s' : ''}</td>
+        <td>${p.keys_per_sec ? fmtNum(Math.round(p.keys_per_sec)) + '/s' : ''}</td><td>${p.elapsed_ms >= 1000 ? (p.elapsed_ms / 1000).toFixed(1) + ' s' : p.elapsed_ms ? p.elapsed_ms + ' ms' : ''}</td>
         <td class="msg err" style="${p.error ? '' : 'display:none'}">${esc(p.error || '')}</td></tr>`;
     });
     const prow = pending.map((m) => `<tr data-slot="${m.id}"><td>${m.id}</td><td>group-${m.group_id} → group-${m.action.target_id}</td><td>${esc(m.action.state)}</td>
