@@ -13,8 +13,8 @@
 #   scripts/local-cluster.sh               start in the foreground; Ctrl-C stops everything
 #   scripts/local-cluster.sh --no-sentinels  the same without sentinels (no automatic failover)
 #   scripts/local-cluster.sh --background  start and return (stop with: scripts/local-cluster.sh stop)
-#   scripts/local-cluster.sh --bare        start the servers but create no groups, assign no
-#                                          slots and add no sentinels (set them up in codis-fe)
+#   scripts/local-cluster.sh --bare        start the servers and sentinels but create no groups,
+#                                          assign no slots and add no sentinels (do it in codis-fe)
 #   scripts/local-cluster.sh stop          stop what a background start left running
 #   scripts/local-cluster.sh status        show what runs
 #
@@ -198,7 +198,7 @@ TOML
     done
 
     local sentinel_line="none (started with --no-sentinels)"
-    if [ "$SENTINELS" = 1 ] && [ "$BARE" = 0 ]; then
+    if [ "$SENTINELS" = 1 ]; then
         local sentinel_addrs=()
         for i in 0 1 2; do
             local port=$((SENTINEL_PORT + i)) dir="$RUN/sentinel-$((SENTINEL_PORT + i))"
@@ -207,11 +207,15 @@ TOML
                 "$port" "$dir" "$dir" "$RUN/sentinel-$port.pid" > "$dir/sentinel.conf"
             redis-sentinel "$dir/sentinel.conf"
             wait_port "$port"
-            api "sentinels/add/$xauth/127.0.0.1:$port"
+            if [ "$BARE" = 0 ]; then api "sentinels/add/$xauth/127.0.0.1:$port"; fi
             sentinel_addrs+=("127.0.0.1:$port")
         done
-        api "sentinels/resync-all/$xauth"
-        sentinel_line="${sentinel_addrs[*]} (failover after 5 s down)"
+        if [ "$BARE" = 0 ]; then
+            api "sentinels/resync-all/$xauth"
+            sentinel_line="${sentinel_addrs[*]} (failover after 5 s down)"
+        else
+            sentinel_line="${sentinel_addrs[*]} (running; not added to the dashboard: --bare)"
+        fi
     fi
 
     local groups_line
@@ -220,7 +224,6 @@ TOML
   group 2         : ${addrs[2]} (master), ${addrs[3]} (replica), slots 512-1023"
     else
         groups_line="  servers         : ${addrs[*]} (no groups yet: --bare; ${addrs[1]} and ${addrs[3]} replicate ${addrs[0]} and ${addrs[2]})"
-        sentinel_line="none (--bare)"
     fi
     cat <<MSG
 

@@ -366,6 +366,9 @@ async fn forward(
             let status = r.status();
             let ct = r.headers().get(header::CONTENT_TYPE).cloned();
             let body = r.bytes().await.unwrap_or_default();
+            if mutating && status.is_success() {
+                fe.monitor.poke();
+            }
             let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = status;
             if let Some(ct) = ct {

@@ -60,6 +60,9 @@ struct Snapshot {
 /// Samples and events of every product.
 pub struct Monitor {
     interval: Duration,
+    /// Wakes the loop for an extra sample right after a change made through codis-fe,
+    /// so the event log sees each step of what the operator did.
+    poke: tokio::sync::Notify,
     state: Mutex<HashMap<String, ProductState>>,
     http: reqwest::Client,
 }
@@ -71,7 +74,7 @@ fn now_ms() -> u64 {
 impl Monitor {
     pub fn new(interval: Duration) -> Monitor {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Monitor { interval, state: Mutex::new(HashMap::new()), http }
+        Monitor { interval, poke: tokio::sync::Notify::new(), state: Mutex::new(HashMap::new()), http }
     }
 
     pub fn samples(&self, product: &str) -> Vec<Sample> {
@@ -81,6 +84,11 @@ impl Monitor {
     /// Newest first.
     pub fn events(&self, product: &str) -> Vec<Event> {
         self.state.lock().get(product).map(|s| s.events.iter().rev().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Asks for a sample now (a change was just made).
+    pub fn poke(&self) {
+        self.poke.notify_one();
     }
 
     /// The admin address of proxy `token` of `product`, as last sampled.
@@ -94,7 +102,10 @@ impl Monitor {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.poke.notified() => {}
+            }
             let Ok(list) = products.all().await else { continue };
             for (name, addr) in list.iter() {
                 match self.fetch(addr).await {

@@ -3,7 +3,7 @@
 // codis-slots module, a dashboard, a proxy and codis-fe, but no groups yet).
 //
 // Environment: FE_URL, PRODUCT, SERVERS (four addresses: master, replica, master,
-// replica), PROXY_PORT, SCREENSHOTS (directory).
+// replica), SENTINELS (running, not yet added), PROXY_PORT, SCREENSHOTS (directory).
 'use strict';
 
 const { chromium } = require('playwright-core');
@@ -14,6 +14,7 @@ const path = require('path');
 const FE = process.env.FE_URL;
 const PRODUCT = process.env.PRODUCT || 'codis-demo';
 const SERVERS = (process.env.SERVERS || '').split(/\s+/).filter(Boolean);
+const SENTINELS = (process.env.SENTINELS || '').split(/\s+/).filter(Boolean);
 const PROXY_PORT = process.env.PROXY_PORT;
 const SHOTS = process.env.SCREENSHOTS || 'target/fe-screenshots';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -168,6 +169,20 @@ async function main() {
     assert(+slotKeys > 0, 'group 2 master received keys: ' + slotKeys);
     await shot(page, '06-slots-done');
 
+    log('pause and resume migrations');
+    await doAction(page, '#mig-pause', '#ctl-msg');
+    await until('paused shown', async () => /paused/.test(await page.textContent('#mig-state')));
+    await doAction(page, '#mig-resume', '#ctl-msg');
+    await until('running shown', async () => /running/.test(await page.textContent('#mig-state')));
+
+    log('rebalance preview: a plan, nothing moved');
+    await doAction(page, '#rebalance-preview', '#ctl-msg');
+    await until('plan shown', async () => /group-2/.test(await page.textContent('#rebalance-plan')));
+    const plan = await page.textContent('#rebalance-plan');
+    assert(/384/.test(plan), 'plan moves 384 slots to group 2 (512 each): ' + plan);
+    assert(/group-2: 128/.test(await page.textContent('#slot-legend')), 'preview changed nothing');
+    await shot(page, '06b-rebalance-preview');
+
     log('promote the replica of group 1');
     await open(page, 'groups');
     await page.waitForSelector(`tr[data-server="${SERVERS[1]}"]`);
@@ -187,9 +202,21 @@ async function main() {
     await until('SET in the command stats', async () => /SET/.test(await page.textContent('#proxy-table')));
     await shot(page, '08-proxies');
 
-    log('sentinels page');
+    log('add the sentinels and resync them: they monitor both groups');
     await open(page, 'sentinels');
     await page.waitForSelector('#sentinel-table');
+    for (const addr of SENTINELS) {
+      await page.fill('#sentinel-addr', addr);
+      await doAction(page, '#sentinel-add', '#sentinel-msg');
+      await page.waitForSelector(`tr[data-sentinel="${addr}"]`);
+    }
+    await doAction(page, '#sentinel-resync', '#sentinel-msg');
+    await until('sentinels agree on both masters', async () => {
+      const t = await page.textContent('#sentinel-table');
+      return t.includes(`group-1: ${SERVERS[1]}`) && t.includes(`group-2: ${SERVERS[2]}`);
+    }, 60000);
+    await page.click(`tr[data-sentinel="${SENTINELS[0]}"] button:text("Info")`);
+    await until('sentinel INFO shown', async () => /redis_mode|sentinel/.test(await page.textContent('#sentinel-table pre.info')));
     await shot(page, '09-sentinels');
 
     log('events page shows what happened');
