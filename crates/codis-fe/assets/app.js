@@ -353,7 +353,9 @@ async function rowAction(ev, msgEl) {
   }
   if (kind === 'info') {
     const r = await api('GET', b.dataset.path);
-    state.infos[b.dataset.key] = r.ok ? JSON.stringify(r.data, null, 2) : 'error: ' + r.error;
+    state.infos[b.dataset.key] = !r.ok ? 'error: ' + r.error : r.data && typeof r.data === 'object' && !Array.isArray(r.data)
+      ? Object.entries(r.data).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join('\n')
+      : JSON.stringify(r.data, null, 2);
     state.expanded.add(b.dataset.key);
     render();
     return;
@@ -497,8 +499,8 @@ const RENDER = {
         : pct === 100 ? `completing · ${fmtNum(p.moved)} keys` : `${pct}% · ${fmtNum(p.moved)} keys`;
       return `<tr data-slot="${p.slot}"><td>${p.slot}</td><td>group-${p.from} → group-${p.to}</td><td>${esc(p.state)}</td>
         <td><div class="bar ${done ? 'done' : p.error ? 'err' : ''}" data-pct="${pct}"><i style="width:${pct}%"></i><b>${label}</b></div></td>
-        <td>${p.keys_per_sec ? fmtNum(Math.round(p.keys_per_sec)) + '/s' : ''}</td><td>${p.elapsed_ms >= 1000 ? (p.elapsed_ms / 1000).toFixed(1) + ' s' : p.elapsed_ms ? p.elapsed_ms + ' ms' : ''}</td>
-        <td class="msg err" style="${p.error ? '' : 'display:none'}">${esc(p.error || '')}</td></tr>`;
+        <td>${p.keys_per_sec ? fmtNum(Math.round(p.keys_per_sec)) + '/s' : ''}</td><td>${p.elapsed_ms >= 1000 ? (p.elapsed_ms / 1000).toFixed(1) + ' s' : p.elapsed_ms ? p.elapsed_ms + ' ms' : p.started ? '<1 ms' : ''}</td>
+        <td>${p.error ? `<div class="msg err">${esc(p.error)}</div>` : ''}</td></tr>`;
     });
     const prow = pending.map((m) => `<tr data-slot="${m.id}"><td>${m.id}</td><td>group-${m.group_id} → group-${m.action.target_id}</td><td>${esc(m.action.state)}</td>
       <td><div class="bar" data-pct="0"><i style="width:0"></i><b>${m.action.state === 'pending' ? 'queued' : esc(m.action.state)}</b></div></td><td></td><td></td>

@@ -208,13 +208,16 @@ fn snapshot(stats: &Value) -> Snapshot {
             let f = &st["last_failover"];
             if !f.is_null() {
                 // The switch time tells failovers apart; the text is what the log shows.
-                let text = format!(
-                    "{} of {} to {} ({} ms)",
+                let mut text = format!(
+                    "{} of {} to {}",
                     f["kind"].as_str().unwrap_or("switch"),
                     f["from"].as_str().unwrap_or("?"),
                     f["to"].as_str().unwrap_or("?"),
-                    int(&f["duration_ms"])
                 );
+                let ms = int(&f["duration_ms"]);
+                if ms > 0 {
+                    text.push_str(&format!(" ({ms} ms from detection to switch)"));
+                }
                 snap.failovers.insert(gid.parse().unwrap_or(0), (int(&f["switched_at"]), text));
             }
         }
