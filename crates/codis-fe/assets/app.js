@@ -100,9 +100,9 @@ async function loadSession() {
 async function loadProducts() {
   const r = await call('GET', '/list');
   const list = r.ok && Array.isArray(r.data) ? r.data : [];
-  for (const sel of [$('#product'), $('#login-product')]) {
-    sel.innerHTML = list.map((p) => `<option value="${esc(p)}">${esc(p)}</option>`).join('');
-  }
+  const opts = list.map((p) => `<option value="${esc(p)}">${esc(p)}</option>`).join('');
+  $('#product').innerHTML = '<option value="">— product —</option>' + opts;
+  $('#login-product').innerHTML = opts;
   return { list, error: r.ok ? '' : r.error };
 }
 
@@ -188,11 +188,18 @@ function renderSkeleton() {
 
 async function render() {
   if (!state.product) {
-    const { list, error } = await loadProducts();
+    const r = await call('GET', '/fe/products');
     const el = $('#products');
     if (!el) return;
-    el.innerHTML = `<h2>Products</h2><div class="card products">${error ? `<div class="msg err">${esc(error)}</div>` :
-      list.length ? `<table><tr><th>Product</th><th>Pages</th></tr>${list.map((p) => `<tr><td><a href="#/${encodeURIComponent(p)}/overview">${esc(p)}</a></td><td>${PAGES.map(([id, n]) => `<a href="#/${encodeURIComponent(p)}/${id}">${n}</a>`).join(' · ')}</td></tr>`).join('')}</table>` :
+    const list = r.ok ? r.data : [];
+    const row = (p) => {
+      const n = encodeURIComponent(p.name), l = p.latest;
+      return `<tr data-product="${esc(p.name)}"><td><a href="#/${n}/overview">${esc(p.name)}</a></td><td class="mono">${esc(p.dashboard)}</td>
+        <td>${l ? fmtNum(l.qps) : '–'}</td><td>${l ? fmtNum(l.sessions) : '–'}</td><td>${l ? fmtBytes(l.memory) : '–'}</td><td>${l ? fmtNum(l.keys) : '–'}</td>
+        <td>${PAGES.map(([id, name]) => `<a href="#/${n}/${id}">${name}</a>`).join(' · ')}</td></tr>`;
+    };
+    el.innerHTML = `<h2>Products</h2><div class="card products">${!r.ok ? `<div class="msg err">${esc(r.error)}</div>` :
+      list.length ? `<table><tr><th>Product</th><th>Dashboard</th><th>QPS</th><th>Sessions</th><th>Memory</th><th>Keys</th><th>Pages</th></tr>${list.map(row).join('')}</table>` :
         '<p class="hint">No products yet: start a codis-dashboard on the coordinator (or add it to the dashboard list file).</p>'}</div>`;
     return;
   }
@@ -555,7 +562,7 @@ function keepMessages(sel) {
 
 // ---- start -------------------------------------------------------------------------------
 
-$('#product').onchange = (e) => go(e.target.value, state.page || 'overview');
+$('#product').onchange = (e) => { if (e.target.value) go(e.target.value, state.page || 'overview'); else location.hash = '#/'; };
 $('#login-form').onsubmit = submitLogin;
 $('#login-cancel').onclick = () => $('#login').close();
 window.addEventListener('hashchange', route);

@@ -130,6 +130,7 @@ impl Fe {
 pub fn routes(fe: Arc<Fe>) -> Router {
     Router::new()
         .route("/list", get(list))
+        .route("/fe/products", get(products_summary))
         .route("/fe/session", get(session_info))
         .route("/fe/login", post(login))
         .route("/fe/logout", post(logout))
@@ -165,6 +166,23 @@ async fn list(State(fe): S, headers: HeaderMap) -> Response {
     }
     match fe.products.all().await {
         Ok(list) => axum::Json(list.keys().collect::<Vec<_>>()).into_response(),
+        Err(e) => cause(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}
+
+/// Products with their dashboards and newest sample, for the products page.
+async fn products_summary(State(fe): S, headers: HeaderMap) -> Response {
+    if fe.config.require_login && !fe.logged_in(&headers) {
+        return need_login();
+    }
+    match fe.products.all().await {
+        Ok(list) => {
+            let out: Vec<_> = list
+                .iter()
+                .map(|(name, addr)| serde_json::json!({"name": name, "dashboard": addr, "latest": fe.monitor.latest(name)}))
+                .collect();
+            axum::Json(out).into_response()
+        }
         Err(e) => cause(StatusCode::BAD_GATEWAY, &e.to_string()),
     }
 }

@@ -81,6 +81,11 @@ impl Monitor {
         self.state.lock().get(product).map(|s| s.samples.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// The newest sample of `product`.
+    pub fn latest(&self, product: &str) -> Option<Sample> {
+        self.state.lock().get(product)?.samples.back().cloned()
+    }
+
     /// Newest first.
     pub fn events(&self, product: &str) -> Vec<Event> {
         self.state.lock().get(product).map(|s| s.events.iter().rev().cloned().collect()).unwrap_or_default()

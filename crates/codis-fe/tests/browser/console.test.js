@@ -71,6 +71,7 @@ async function main() {
     log('products page lists the product');
     await page.goto(FE + '/');
     await page.waitForSelector(`#products a[href="#/${PRODUCT}/overview"]`);
+    await until('the product\'s dashboard listed', async () => /127\.0\.0\.1:\d+/.test(await page.textContent(`tr[data-product="${PRODUCT}"]`)));
     await shot(page, '01-products');
 
     log('read-only without login: changes are disabled and refused');
