@@ -409,3 +409,23 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_cookie_parsing() {
+        assert_eq!(
+            query_pairs("forward=codis%2Ddemo&a=b+c&bad=%zz&empty"),
+            [("forward", "codis-demo"), ("a", "b c"), ("bad", "%zz"), ("empty", "")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("x=1; codis_fe_session=abc; y=2"));
+        assert_eq!(session::cookie(&h).as_deref(), Some("abc"));
+        h.insert(header::COOKIE, HeaderValue::from_static("codis_fe_session="));
+        assert_eq!(session::cookie(&h), None);
+    }
+}

@@ -214,3 +214,15 @@ async fn history_and_events() {
         assert!(first[k].is_number(), "sample has {k}: {first}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_console_without_login() {
+    let mut config = quick();
+    config.read_only_without_login = false;
+    config.product_auth.insert(PRODUCT.into(), SECRET.into());
+    let s = setup(config).await;
+    let (st, v) =
+        s.req(reqwest::Method::PUT, &format!("/api/topom/group/create/XAUTH/6?forward={PRODUCT}"), None, "").await;
+    assert_eq!(st, StatusCode::OK, "--read-only-without-login=false: changes with the configured secret: {v}");
+    assert!(s.dashboard.topom.cache().await.groups.contains_key(&6));
+}
