@@ -464,6 +464,7 @@ const RENDER = {
           <td>${info.used_memory ? fmtBytes(info.used_memory) : '–'}</td><td>${fmtNum(keysOf(info))}</td><td class="hint">${esc(mode)}</td>
           <td>${viewBtn('Info', `/api/topom/group/info/${srv.server}`, key)}
           ${i > 0 ? btn('Sync', `/api/topom/group/action/create/XAUTH/${srv.server}`, { msg: gm, ok: `${srv.server} will replicate the master` }) : ''}
+          ${btn(srv.replica_group ? 'Replica reads: on' : 'Replica reads: off', `/api/topom/group/replica-groups/XAUTH/${grp.id}/${srv.server}/${srv.replica_group ? 0 : 1}`, { msg: gm, ok: srv.replica_group ? `${srv.server} no longer serves reads` : `${srv.server} serves reads for its slots (replica groups)` })}
           ${i > 0 ? btn('Promote', `/api/topom/group/promote/XAUTH/${grp.id}/${srv.server}`, { msg: gm, ok: `${srv.server} promoted`, confirm: `Promote ${srv.server} to master of group-${grp.id}?` }) : ''}
           ${btn('Remove', `/api/topom/group/del/XAUTH/${grp.id}/${srv.server}`, { msg: gm, cls: 'danger', ok: 'removed', confirm: `Remove ${srv.server} from group-${grp.id}?` })}</td></tr>${sub}`;
       }).join('');

@@ -370,4 +370,31 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn proxies_moves_and_failovers() {
+        let m = Monitor::new(Duration::from_secs(3));
+        let g = json!([{"id": 1, "servers": [{"server": "a:1"}]}, {"id": 2, "servers": [{"server": "a:2"}]}]);
+        let mut s = stats(g.clone(), &[1, 1, 1, 2]);
+        s["proxy"] = json!({"models": [{"token": "t1", "admin_addr": "p:1"}],
+            "stats": {"t1": {"stats": {"online": true, "ops": {"qps": 5}, "sessions": {"alive": 2}}}}});
+        m.record("p", &s);
+        assert_eq!((m.samples("p")[0].qps, m.samples("p")[0].sessions), (5, 2));
+        assert_eq!(m.proxy_admin("p", "t1").as_deref(), Some("p:1"));
+        let mut s2 = stats(g, &[2, 2, 1, 2]);
+        s2["proxy"] = json!({"models": [{"token": "t1", "admin_addr": "p:1"}],
+            "stats": {"t1": {"error": {"Cause": "refused"}}}});
+        s2["group"]["states"] = json!({"1": {"last_failover": {"kind": "sentinel", "from": "a:1", "to": "a:3",
+            "duration_ms": 900, "switched_at": 7}}});
+        m.record("p", &s2);
+        let msgs: Vec<String> = m.events("p").into_iter().take(3).map(|e| e.message).collect();
+        assert_eq!(
+            msgs,
+            [
+                "group-1: sentinel of a:1 to a:3 (900 ms from detection to switch)",
+                "proxy p:1 is offline",
+                "slots 0-1 moved from group-1 to group-2",
+            ]
+        );
+    }
 }
