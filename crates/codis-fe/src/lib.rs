@@ -44,9 +44,9 @@ pub const COOKIE: &str = "codis_fe_session";
 pub enum FeError {
     #[error("product {0:?} is not known to this codis-fe (check the dashboard list or the coordinator)")]
     UnknownProduct(String),
-    #[error("cannot read the dashboard list {path}: {cause}")]
+    #[error("cannot read the dashboard list {path} (check --dashboard-list): {cause}")]
     ListFile { path: String, cause: String },
-    #[error("coordinator: {0}")]
+    #[error("cannot list products in the coordinator (check --filesystem/--etcd/--zookeeper and its auth): {0}")]
     Store(#[from] codis_store::StoreError),
 }
 

@@ -62,7 +62,7 @@ async function doAction(page, button, msgSel, expect) {
 async function main() {
   assert(FE && SERVERS.length === 4 && PROXY_PORT, 'FE_URL, SERVERS (4) and PROXY_PORT are set');
   fs.mkdirSync(SHOTS, { recursive: true });
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
