@@ -405,7 +405,7 @@ const RENDER = {
         <div><div class="stat">${s.slot_action.disabled ? '<span class="badge warn">paused</span>' : '<span class="badge ok">on</span>'}</div><small class="hint">migrations</small></div>
       </div></div>
       <div class="card"><h3>Now</h3><dl class="kv"><dt>QPS</dt><dd>${fmtNum(last.qps)}</dd><dt>sessions</dt><dd>${fmtNum(last.sessions)}</dd>
-        <dt>memory</dt><dd>${fmtBytes(last.memory)}</dd><dt>keys</dt><dd>${fmtNum(last.keys)}</dd><dt>samples</dt><dd>${state.history.length} (last hour, every few seconds)</dd></dl></div>`;
+        <dt>memory</dt><dd>${fmtBytes(last.memory)}</dd><dt>keys</dt><dd>${fmtNum(last.keys)}</dd><dt>history</dt><dd>${state.history.length} samples</dd></dl></div>`;
     const h = state.history;
     $('#ov-charts').innerHTML = chart('QPS', h, 'qps', fmtNum) + chart('Sessions', h, 'sessions', fmtNum) +
       chart('Memory', h, 'memory', fmtBytes) + chart('Keys', h, 'keys', fmtNum);
