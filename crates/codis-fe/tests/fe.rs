@@ -1,5 +1,5 @@
-//! codis-fe against a real dashboard (filesystem coordinator): the product list from the
-//! coordinator and from a list file, forwarding, login, 401s, xauth filled in
+//! codis-fe against a real dashboard: the product list from each coordinator (filesystem,
+//! etcd, ZooKeeper) and from a list file, forwarding, login, 401s, xauth filled in
 //! server-side, dashboard errors passed through, and the monitor's history and events.
 
 use std::sync::Arc;
@@ -30,7 +30,11 @@ async fn start_fe(config: Config, source: Source) -> String {
 }
 
 async fn setup(config: Config) -> Setup {
-    let coord = Coordinator::start(Backend::Filesystem);
+    setup_on(Backend::Filesystem, config).await
+}
+
+async fn setup_on(backend: Backend, config: Config) -> Setup {
+    let coord = Coordinator::start(backend);
     let dashboard = Dashboard::start(DashboardConfig {
         coordinator_name: coord.name().into(),
         coordinator_addr: coord.addr().into(),
@@ -41,7 +45,7 @@ async fn setup(config: Config) -> Setup {
     })
     .await
     .unwrap();
-    let client = codis_store::connect("filesystem", coord.addr(), "", Duration::from_secs(5)).await.unwrap();
+    let client = codis_store::connect(coord.name(), coord.addr(), "", Duration::from_secs(5)).await.unwrap();
     let fe = start_fe(config, Source::Coordinator(Arc::from(client))).await;
     Setup { _coord: coord, dashboard, fe, http: reqwest::Client::new() }
 }
@@ -226,3 +230,14 @@ async fn open_console_without_login() {
     assert_eq!(st, StatusCode::OK, "--read-only-without-login=false: changes with the configured secret: {v}");
     assert!(s.dashboard.topom.cache().await.groups.contains_key(&6));
 }
+
+/// Products found in every kind of coordinator, and their dashboards reached.
+async fn lists_products(backend: Backend) {
+    let s = setup_on(backend, quick()).await;
+    let (st, list) = s.req(reqwest::Method::GET, "/list", None, "").await;
+    assert_eq!((st, list), (StatusCode::OK, serde_json::json!([PRODUCT])));
+    let (_, model) = s.req(reqwest::Method::GET, &format!("/topom/model?forward={PRODUCT}"), None, "").await;
+    assert_eq!(model["admin_addr"], s.dashboard.admin_addr.as_str());
+}
+
+codis_testkit::on_every_backend!(lists_products);
