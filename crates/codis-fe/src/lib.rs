@@ -352,12 +352,13 @@ async fn forward(
     let mutating = method != Method::GET && method != Method::HEAD;
     let mut path: Vec<String> = uri.path().split('/').map(str::to_string).collect();
     let wants_xauth = path.iter().any(|s| s == XAUTH_PLACEHOLDER);
+    if fe.config.require_login && !fe.logged_in(headers) {
+        return need_login();
+    }
     let session = fe.session_xauth(headers, product);
-    if session.is_none() {
-        let open = !fe.config.read_only_without_login && !fe.config.require_login;
-        if fe.config.require_login || ((mutating || wants_xauth) && !open) {
-            return need_login();
-        }
+    let open = !fe.config.read_only_without_login && !fe.config.require_login;
+    if session.is_none() && (mutating || wants_xauth) && !open {
+        return need_login();
     }
     if wants_xauth {
         let xauth = session.unwrap_or_else(|| fe.configured_xauth(product));

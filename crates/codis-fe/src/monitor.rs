@@ -134,9 +134,11 @@ impl Monitor {
         let snap = snapshot(stats);
         let mut all = self.state.lock();
         let st = all.entry(product.to_string()).or_default();
-        let keep = (HISTORY.as_millis() / self.interval.as_millis().max(1)) as usize;
+        // An hour by time (extra samples after changes do not shorten it), and a cap.
+        let cap = 2 * (HISTORY.as_millis() / self.interval.as_millis().max(1)) as usize;
         st.samples.push_back(sample);
-        while st.samples.len() > keep.max(1) {
+        let oldest = t.saturating_sub(HISTORY.as_millis() as u64);
+        while st.samples.front().is_some_and(|s| s.t < oldest) || st.samples.len() > cap.max(1) {
             st.samples.pop_front();
         }
         let events = match &st.last {
