@@ -24,11 +24,13 @@ struct Args {
     /// Find products in ZooKeeper at this address.
     #[arg(long, conflicts_with_all = ["etcd", "filesystem"])]
     zookeeper: Option<String>,
+    /// ZooKeeper digest credentials: user:password.
     #[arg(long = "zookeeper-auth", default_value = "")]
     zookeeper_auth: String,
     /// Find products in etcd at this address.
     #[arg(long, conflicts_with = "filesystem")]
     etcd: Option<String>,
+    /// etcd user: user:password.
     #[arg(long = "etcd-auth", default_value = "")]
     etcd_auth: String,
     /// Find products in this coordinator directory.
