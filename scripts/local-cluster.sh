@@ -6,11 +6,15 @@
 #   - codis-proxy on 19000 (admin API on 11080), registered with the dashboard,
 #   - slots split between the two groups,
 #   - three redis-sentinels on 26379-26381 that fail a dead master over within ~7 s
-#     (sentinel_down_after 5 s); proxies and the dashboard follow them.
+#     (sentinel_down_after 5 s); proxies and the dashboard follow them,
+#   - codis-fe, the web console, on http://127.0.0.1:8080 (log in with an empty secret:
+#     the demo product has no product_auth).
 #
 #   scripts/local-cluster.sh               start in the foreground; Ctrl-C stops everything
 #   scripts/local-cluster.sh --no-sentinels  the same without sentinels (no automatic failover)
 #   scripts/local-cluster.sh --background  start and return (stop with: scripts/local-cluster.sh stop)
+#   scripts/local-cluster.sh --bare        start the servers and sentinels but create no groups,
+#                                          assign no slots and add no sentinels (do it in codis-fe)
 #   scripts/local-cluster.sh stop          stop what a background start left running
 #   scripts/local-cluster.sh status        show what runs
 #
@@ -22,18 +26,24 @@
 #   CODIS_LOCAL_COORDINATOR=zookeeper scripts/local-cluster.sh   # ZooKeeper at 127.0.0.1:2181
 #   CODIS_LOCAL_COORDINATOR_ADDR=host:port                       # elsewhere
 #   CODIS_LOCAL_COORDINATOR_AUTH=user:password                   # etcd user / ZooKeeper digest
+#
+# Ports: CODIS_LOCAL_{BASE,PROXY,ADMIN,DASHBOARD,SENTINEL,FE}_PORT; CODIS_LOCAL_DIR moves
+# tmp/local-cluster; CODIS_LOCAL_PROFILE=debug uses debug builds (faster to build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-RUN="$ROOT/tmp/local-cluster"
+RUN="${CODIS_LOCAL_DIR:-$ROOT/tmp/local-cluster}"
 PRODUCT=codis-demo
 BASE_PORT=${CODIS_LOCAL_BASE_PORT:-16379}
 PROXY_PORT=${CODIS_LOCAL_PROXY_PORT:-19000}
 PROXY_ADMIN_PORT=${CODIS_LOCAL_ADMIN_PORT:-11080}
 DASHBOARD_PORT=${CODIS_LOCAL_DASHBOARD_PORT:-18080}
 SENTINEL_PORT=${CODIS_LOCAL_SENTINEL_PORT:-26379}
+FE_PORT=${CODIS_LOCAL_FE_PORT:-8080}
 SENTINELS=1
-BIN="$ROOT/target/release"
+BARE=0
+PROFILE=${CODIS_LOCAL_PROFILE:-release}
+BIN="$ROOT/target/$PROFILE"
 COORDINATOR=${CODIS_LOCAL_COORDINATOR:-filesystem}
 COORDINATOR_AUTH=${CODIS_LOCAL_COORDINATOR_AUTH:-}
 case "$COORDINATOR" in
@@ -98,8 +108,10 @@ start() {
     stop >/dev/null
     rm -rf "$RUN"
     mkdir -p "$RUN"
-    echo "building codis-proxy, codis-dashboard and the codis-slots module (release)..."
-    cargo build --release -q -p codis-proxy -p codis-dashboard -p codis-slots
+    echo "building codis-proxy, codis-dashboard, codis-fe and the codis-slots module ($PROFILE)..."
+    local release=()
+    if [ "$PROFILE" = release ]; then release=(--release); fi
+    cargo build "${release[@]}" -q -p codis-proxy -p codis-dashboard -p codis-fe -p codis-slots
 
     # two groups: master and replica each
     local addrs=()
@@ -144,8 +156,14 @@ TOML
         --pidfile "$RUN/codis-dashboard.pid" >/dev/null 2>&1 &
     wait_port "$DASHBOARD_PORT"
 
+    "$BIN/codis-fe" --listen "127.0.0.1:$FE_PORT" "--$COORDINATOR" "$COORDINATOR_ADDR" \
+        ${COORDINATOR_AUTH:+"--$COORDINATOR-auth" "$COORDINATOR_AUTH"} \
+        --log "$RUN/fe.log" --pidfile "$RUN/codis-fe.pid" >/dev/null 2>&1 &
+    wait_port "$FE_PORT"
+
     local xauth
     xauth=$(printf '%s' "Codis-XAuth-[$PRODUCT]" | sha256sum | cut -c1-32)
+    if [ "$BARE" = 0 ]; then
     api "group/create/$xauth/1"
     api "group/create/$xauth/2"
     api "group/add/$xauth/1/${addrs[0]}"
@@ -153,6 +171,7 @@ TOML
     api "group/add/$xauth/2/${addrs[2]}"
     api "group/add/$xauth/2/${addrs[3]}"
     api "slots/assign/$xauth" "$(python3 -c 'import json; print(json.dumps([{"id": i, "group_id": 1 if i < 512 else 2} for i in range(1024)]))')"
+    fi
 
     cat > "$RUN/proxy.toml" <<TOML
 product_name = "$PRODUCT"
@@ -188,21 +207,32 @@ TOML
                 "$port" "$dir" "$dir" "$RUN/sentinel-$port.pid" > "$dir/sentinel.conf"
             redis-sentinel "$dir/sentinel.conf"
             wait_port "$port"
-            api "sentinels/add/$xauth/127.0.0.1:$port"
+            if [ "$BARE" = 0 ]; then api "sentinels/add/$xauth/127.0.0.1:$port"; fi
             sentinel_addrs+=("127.0.0.1:$port")
         done
-        api "sentinels/resync-all/$xauth"
-        sentinel_line="${sentinel_addrs[*]} (failover after 5 s down)"
+        if [ "$BARE" = 0 ]; then
+            api "sentinels/resync-all/$xauth"
+            sentinel_line="${sentinel_addrs[*]} (failover after 5 s down)"
+        else
+            sentinel_line="${sentinel_addrs[*]} (running; not added to the dashboard: --bare)"
+        fi
     fi
 
+    local groups_line
+    if [ "$BARE" = 0 ]; then
+        groups_line="  group 1         : ${addrs[0]} (master), ${addrs[1]} (replica), slots 0-511
+  group 2         : ${addrs[2]} (master), ${addrs[3]} (replica), slots 512-1023"
+    else
+        groups_line="  servers         : ${addrs[*]} (no groups yet: --bare; ${addrs[1]} and ${addrs[3]} replicate ${addrs[0]} and ${addrs[2]})"
+    fi
     cat <<MSG
 
 codis-rs local cluster is up:
   codis-proxy     : 127.0.0.1:$PROXY_PORT        connect: redis-cli -p $PROXY_PORT
   codis-dashboard : http://127.0.0.1:$DASHBOARD_PORT/topom   (coordinator: $COORDINATOR $COORDINATOR_ADDR)
   proxy admin     : http://127.0.0.1:$PROXY_ADMIN_PORT/proxy
-  group 1         : ${addrs[0]} (master), ${addrs[1]} (replica), slots 0-511
-  group 2         : ${addrs[2]} (master), ${addrs[3]} (replica), slots 512-1023
+  codis-fe        : http://127.0.0.1:$FE_PORT/   (web console; log in with an empty secret)
+$groups_line
   sentinels       : $sentinel_line
   logs and data   : $RUN
 MSG
@@ -222,8 +252,9 @@ for arg in "$@"; do
         start) ;;
         --background) BACKGROUND=1 ;;
         --no-sentinels) SENTINELS=0 ;;
+        --bare) BARE=1 ;;
         stop|status) ACTION=$arg ;;
-        *) echo "usage: $0 [start|stop|status] [--background] [--no-sentinels]" >&2; exit 2 ;;
+        *) echo "usage: $0 [start|stop|status] [--background] [--no-sentinels] [--bare]" >&2; exit 2 ;;
     esac
 done
 case "$ACTION" in
