@@ -312,12 +312,14 @@ impl Topom {
                     }
                 };
                 self.record_step(sid, db, moved, Some(remaining), started);
-                if remaining == 0 {
-                    break;
-                }
+                // After every step, the last one too (as Codis): a slot small enough to
+                // move in one step is still throttled by the interval.
                 let pause = self.action.interval_us.load(Ordering::Relaxed);
                 if pause > 0 {
                     tokio::time::sleep(Duration::from_micros(pause as u64)).await;
+                }
+                if remaining == 0 {
+                    break;
                 }
             }
             // Next database that holds keys, as Codis finds it from INFO keyspace.

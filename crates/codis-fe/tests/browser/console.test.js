@@ -144,7 +144,7 @@ async function main() {
     assert(+dbsize === 20000, 'group 1 master holds 20000 keys, has ' + dbsize);
 
     log('slow migrations down so that progress is visible, then migrate slots 0-127 to group 2');
-    await page.fill('#mig-interval', '50000');
+    await page.fill('#mig-interval', '500000');
     await doAction(page, '#mig-interval-set', '#ctl-msg');
     await page.fill('#mig-beg', '0');
     await page.fill('#mig-end', '127');
@@ -154,9 +154,11 @@ async function main() {
     await until('a cell marked migrating', () => page.$('#slot-map div.mig'));
     await until('the overall bar part way', async () => {
       const pct = +(await page.getAttribute('#mig-overall', 'data-pct'));
-      return pct > 0; // (part way, unless the poll missed it: only slots done count)
+      return pct > 0 && pct < 100;
     }, 120000);
     await shot(page, '05-slots-migrating');
+    await page.fill('#mig-interval', '0');
+    await doAction(page, '#mig-interval-set', '#ctl-msg');
     log('watch every progress bar reach done');
     await until('slots 0-127 in group 2', async () => /group-2: 128/.test(await page.textContent('#slot-legend')), 120000);
     await until('all bars done', async () => page.evaluate(() => {
