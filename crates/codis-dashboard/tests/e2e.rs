@@ -331,6 +331,32 @@ async fn a_second_dashboard_is_refused_and_a_restart_resumes_migrations(backend:
     again.topom.close().await.unwrap();
 }
 
+async fn the_action_interval_throttles_small_slots(backend: Backend) {
+    let c = Cluster::start(backend, "throttle", 2).await;
+    c.assign_all(1).await;
+    let mut cl = c.client().await;
+    let cmds: Vec<_> = (0..200).map(|i| args!["SET", format!("t{i}"), "v"]).collect();
+    for r in cl.pipeline(&cmds).await.unwrap() {
+        assert_eq!(r, Value::ok());
+    }
+    // 16 slots of a dozen keys, each moved in one step: the interval still follows
+    // every step, so the range takes at least two rounds of 250 ms (8 slots a round)
+    c.put(&format!("slots/action/interval/{}/250000", c.xauth())).await.unwrap();
+    let t = std::time::Instant::now();
+    c.put(&format!("slots/action/create-range/{}/0/15/2", c.xauth())).await.unwrap();
+    let topom = c.dashboard.topom.clone();
+    wait_until("slots 0-15 moved", Duration::from_secs(60), || {
+        let topom = topom.clone();
+        async move {
+            let slots = topom.cache().await.slots;
+            slots[..16].iter().all(|m| m.group_id == 2 && m.action.state.is_empty()).then_some(())
+        }
+    })
+    .await;
+    assert!(t.elapsed() >= Duration::from_millis(500), "throttled: {:?}", t.elapsed());
+    c.dashboard.topom.close().await.unwrap();
+}
+
 async fn api_errors_are_clear(backend: Backend) {
     let c = Cluster::start(backend, "errors", 1).await;
     let x = c.xauth();
@@ -502,6 +528,7 @@ codis_testkit::on_every_backend!(
     migrate_and_rebalance_stock_servers_under_load,
     a_second_dashboard_is_refused_and_a_restart_resumes_migrations,
     api_errors_are_clear,
+    the_action_interval_throttles_small_slots,
     promote_repoints_replicas_and_the_old_master_when_it_returns,
     product_auth_protects_the_api_and_reaches_servers_and_proxies,
 );
