@@ -282,10 +282,23 @@ impl Topom {
             return Err(self.standby_error().await);
         }
         let ms: Vec<&SlotMapping> = slots.iter().filter_map(|&sid| cache.slots.get(sid as usize)).collect();
-        let calls = cache.proxies.values().map(|p| {
+        self.on_every_proxy(cache, "resync slots", |client, p| {
             let routing = self.slots_for(cache, &ms, Some(p));
-            let client = self.proxy_client(p);
-            async move { (p.token.clone(), client.fill_slots(&routing).await) }
+            async move { client.fill_slots(&routing).await }
+        })
+        .await
+    }
+
+    /// Makes the same call on every proxy at once; fails naming those that did not
+    /// acknowledge it.
+    async fn on_every_proxy<F, Fut>(&self, cache: &Cache, what: &str, call: F) -> Result<()>
+    where
+        F: Fn(ProxyClient, &models::Proxy) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), crate::proxy_client::ProxyCallError>>,
+    {
+        let calls = cache.proxies.values().map(|p| {
+            let done = call(self.proxy_client(p), p);
+            async move { (p.token.clone(), done.await) }
         });
         let failed: Vec<String> = join_all(calls)
             .await
@@ -295,7 +308,7 @@ impl Topom {
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(TopomError::msg(format!("resync slots failed on {} proxies: {}", failed.len(), failed.join("; "))))
+            Err(TopomError::msg(format!("{what} failed on {} proxies: {}", failed.len(), failed.join("; "))))
         }
     }
 

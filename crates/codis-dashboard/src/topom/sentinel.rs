@@ -255,21 +255,11 @@ impl Topom {
 
     /// Gives every proxy the sentinel list (they subscribe to each sentinel themselves).
     async fn push_sentinels(&self, cache: &Cache) -> Result<()> {
-        let calls = cache.proxies.values().map(|p| {
-            let c = self.proxy_client(p);
+        self.on_every_proxy(cache, "set sentinels", |c, _| {
             let s = cache.sentinel.clone();
-            async move { (p.token.clone(), c.set_sentinels(&s).await) }
-        });
-        let failed: Vec<String> = futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .filter_map(|(token, r)| r.err().map(|e| format!("proxy-[{token}]: {e}")))
-            .collect();
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(TopomError::msg(format!("set sentinels failed on {} proxies: {}", failed.len(), failed.join("; "))))
-        }
+            async move { c.set_sentinels(&s).await }
+        })
+        .await
     }
 
     /// `INFO` of a registered sentinel (`sentinels/info/:addr`).
