@@ -185,12 +185,36 @@ def wait_proxy(port, timeout=20):
     sys.exit(f"codis-proxy on {port} does not reach its backends")
 
 
+# Why a test fails only through the proxy, recognised from its message: (pattern, cause).
+CAUSES = [
+    (r"SYNC' is not allowed|replication_stream", "reads the replication stream (SYNC), which a proxy does not serve"),
+    (r"'(BGREWRITEAOF|BGSAVE|SAVE|SHUTDOWN|MONITOR|SWAPDB|MOVE)' is not allowed",
+     "a server administration command the proxy refuses (as Codis)"),
+    (r"'(CONFIG|DEBUG)' is not allowed", "CONFIG/DEBUG sent on a connection the adapter does not reroute"),
+    (r"CROSSSLOT", "keys on two groups without a common hash tag (refused, as Redis Cluster does)"),
+    (r"calls can not be nested|WATCH inside MULTI|keys already watched",
+     "left in MULTI or WATCH by an earlier failure in the same unit"),
+    (r"blocked clients|errorstat|Target dbsize|expected_commands|cmdstat|Expected .* == \d+ \(context.*\[s ",
+     "reads INFO, which through the proxy describes one group's server"),
+    (r"EXECABORT", "MULTI is queued by the proxy: errors a server finds while queueing (OOM) come at EXEC"),
+    (r"is not supported by codis-proxy", "a CLIENT subcommand the proxy does not serve"),
+    (r"the unit stopped before this test", "the unit stopped early"),
+]
+
+
+def cause_of(detail):
+    for pattern, cause in CAUSES:
+        if re.search(pattern, detail):
+            return cause
+    return "other (see the message)"
+
+
 RESULT = re.compile(r"^\[(ok|err|exception|skip|ignore)\]: (.*?)(?: \(\d+ ms\))?$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run_unit(src, unit, port, backends, log):
-    """Runs one unit in external mode; returns {test name: (status, detail)}."""
+    """Runs one unit in external mode; writes its output to `log`."""
     env = dict(os.environ, CODIS_SUITE_BACKENDS=" ".join(backends))
     cmd = ["./runtest", "--host", "127.0.0.1", "--port", str(port), "--singledb", "--durable", "--tags", "-slow",
            "--timeout", "120", "--single", unit]
@@ -201,17 +225,25 @@ def run_unit(src, unit, port, backends, log):
         out += "\n[exception]: unit timed out after 900 s\n"
     with open(log, "w") as f:
         f.write(out)
-    results, last = {}, None
+
+
+def parse(log):
+    """{test name: [status, the first lines of its error]} from a unit's output."""
+    with open(log) as f:
+        out = f.read()
+    results, last, detail = {}, None, []
     for line in ANSI.sub("", out).splitlines():
         m = RESULT.match(line.strip())
         if m:
             status, name = m.groups()
+            name = re.sub(r" in tests/\S+\.tcl$", "", name)  # failures name their file
             results.setdefault(name, [status, ""])
             if results[name][0] == "ok" and status != "ok":
                 results[name][0] = status
-            last = name
-        elif last and results[last][0] in ("err", "exception") and not results[last][1] and line.strip():
-            results[last][1] = line.strip()[:300]
+            last, detail = name, []
+        elif last and results[last][0] in ("err", "exception") and line.strip() and len(detail) < 2:
+            detail.append(line.strip())
+            results[last][1] = " / ".join(detail)[:300]
     return results
 
 
@@ -219,10 +251,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--units", default=",".join(UNITS), help="comma-separated units (tests/unit/... without .tcl)")
     ap.add_argument("--report", help="also write the Markdown report here")
+    ap.add_argument("--logs", help="only report, from the logs of an earlier run in this directory")
     opts = ap.parse_args()
     for tool in ("redis-server", "tclsh", "apt-get"):
         if not shutil.which(tool):
             sys.exit(f"missing {tool}: apt-get install redis-server tcl")
+    if opts.logs:
+        return report(opts, opts.logs)
     src = fetch_suite()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "codis-proxy"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="redis-suite-")
@@ -235,9 +270,6 @@ def main():
         backends = [f"127.0.0.1:{g1_port}", f"127.0.0.1:{g2_port}"]
         proxy, proxy_port = start_proxy(tmp, backends)
         procs.append(proxy)
-        lines = ["| unit | direct ok | proxy ok | proxy-only failures |", "|---|---|---|---|"]
-        failures = []
-        totals = [0, 0, 0]
         for unit in opts.units.split(","):
             name = unit.replace("/", "_")
             # Fresh servers for every unit: a unit that fails half-way may leave a
@@ -250,36 +282,55 @@ def main():
             g2, _ = start_redis(tmp, "group2", g2_port)
             procs[:3] = [direct, g1, g2]
             wait_proxy(proxy_port)
-            d = run_unit(src, unit, direct_port, [f"127.0.0.1:{direct_port}"], os.path.join(tmp, f"{name}.direct.log"))
-            p = run_unit(src, unit, proxy_port, backends, os.path.join(tmp, f"{name}.proxy.log"))
-            d_ok = sum(1 for s, _ in d.values() if s == "ok")
-            p_ok = sum(1 for t, (s, _) in p.items() if s == "ok")
-            only = [(t, p[t][0], p[t][1]) for t in p if p[t][0] in ("err", "exception") and d.get(t, ["ok"])[0] == "ok"]
-            # tests the proxy run never reached (a unit aborted early) count as failures too
-            missing = [t for t, (s, _) in d.items() if s == "ok" and t not in p]
-            only += [(t, "not run", "the unit stopped before this test") for t in missing]
-            totals[0] += d_ok
-            totals[1] += p_ok
-            totals[2] += len(only)
-            lines.append(f"| {unit} | {d_ok} | {p_ok} | {len(only)} |")
-            failures += [(unit, *f) for f in only]
-            print(lines[-1], flush=True)
-        lines.append(f"| **total** | **{totals[0]}** | **{totals[1]}** | **{totals[2]}** |")
-        report = ["# Redis 7.0.15 Tcl suite: codis-proxy (2 groups) vs one redis-server", "",
-                  "`bench/redis-suite.py`, external mode, `--tags -slow`; logs in " + tmp, "", *lines, "",
-                  "## Failures through the proxy only", ""]
-        report += [f"- `{u}` {t!r}: {s}: {detail}" for u, t, s, detail in failures] or ["none"]
-        text = "\n".join(report) + "\n"
-        print(text)
-        if opts.report:
-            with open(opts.report, "w") as f:
-                f.write(text)
+            run_unit(src, unit, direct_port, [f"127.0.0.1:{direct_port}"], os.path.join(tmp, f"{name}.direct.log"))
+            run_unit(src, unit, proxy_port, backends, os.path.join(tmp, f"{name}.proxy.log"))
+            print(f"{unit} done", flush=True)
+        report(opts, tmp)
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait()
 
+
+def report(opts, logs):
+    """Pass counts per unit and the proxy-only failures with their causes."""
+    lines = ["| unit | direct ok | proxy ok | proxy-only failures |", "|---|---|---|---|"]
+    failures = []
+    totals = [0, 0, 0]
+    for unit in opts.units.split(","):
+        name = unit.replace("/", "_")
+        d = parse(os.path.join(logs, f"{name}.direct.log"))
+        p = parse(os.path.join(logs, f"{name}.proxy.log"))
+        d_ok = sum(1 for s, _ in d.values() if s == "ok")
+        p_ok = sum(1 for s, _ in p.values() if s == "ok")
+        only = [(t, p[t][0], p[t][1]) for t in p if p[t][0] in ("err", "exception") and d.get(t, ["ok"])[0] == "ok"]
+        # tests the proxy run never reached (a unit aborted early) count as failures too
+        missing = [t for t, (s, _) in d.items() if s == "ok" and t not in p]
+        only += [(t, "not run", "the unit stopped before this test") for t in missing]
+        totals[0] += d_ok
+        totals[1] += p_ok
+        totals[2] += len(only)
+        lines.append(f"| {unit} | {d_ok} | {p_ok} | {len(only)} |")
+        failures += [(unit, *f) for f in only]
+    lines.append(f"| **total** | **{totals[0]}** | **{totals[1]}** | **{totals[2]}** |")
+    report = ["# Redis 7.0.15 Tcl suite: codis-proxy (2 groups) vs one redis-server", "",
+              "`bench/redis-suite.py`, external mode, `--tags -slow`; logs in " + logs, "", *lines, "",
+              "## Failures through the proxy only", ""]
+    causes = {}
+    for u, t, st, detail in failures:
+        causes.setdefault(cause_of(detail), []).append((u, t, st, detail))
+    by_count = sorted(causes.items(), key=lambda kv: -len(kv[1]))
+    report += ["| cause | tests |", "|---|---|", *(f"| {c} | {len(v)} |" for c, v in by_count), ""]
+    for c, v in by_count:
+        report += [f"### {c}", "", *(f"- `{u}` {t!r}: {st}: {detail}" for u, t, st, detail in v), ""]
+    if not failures:
+        report.append("none")
+    text = "\n".join(report) + "\n"
+    print(text)
+    if opts.report:
+        with open(opts.report, "w") as f:
+            f.write(text)
 
 if __name__ == "__main__":
     main()

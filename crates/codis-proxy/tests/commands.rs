@@ -138,6 +138,13 @@ async fn scripts_and_functions_work_on_every_group() {
     assert!(e.contains("already exists"), "{e}");
     assert_eq!(cl.cmd(&["FUNCTION", "DELETE", "proxytest"]).await.unwrap(), Value::ok());
     assert!(cl.cmd(&["FCALL", "incr2", "1", "fa"]).await.unwrap().is_error());
+    // a reply nested thousands deep (Lua's stack limit ends it) passes through
+    // (read raw: a Value that deep would overflow the test's own stack when dropped)
+    cl.send(&["EVAL", "local a = {}; local b = {a}; a[1] = b; return a", "0"]).await.unwrap();
+    let raw = cl.read_frame().await.unwrap();
+    let depth = raw.windows(4).filter(|w| w == b"*1\r\n").count();
+    assert!(depth > 512 && raw.ends_with(b"-ERR reached lua stack limit\r\n"), "{depth}");
+    assert_eq!(cl.cmd(&["PING"]).await.unwrap(), Value::Simple("PONG".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

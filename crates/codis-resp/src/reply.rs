@@ -59,9 +59,14 @@ pub struct ReplyScanner {
     max_depth: usize,
 }
 
+/// Nesting a server may legitimately send: a Lua script returning a self-referencing
+/// table gets arrays nested until Lua's stack runs out (a few thousand deep). The
+/// scanner keeps its levels on the heap, so depth costs a few bytes each.
+pub const MAX_REPLY_DEPTH: usize = 1 << 16;
+
 impl Default for ReplyScanner {
     fn default() -> Self {
-        Self::new(1 << 30, 512)
+        Self::new(1 << 30, MAX_REPLY_DEPTH)
     }
 }
 
