@@ -267,3 +267,29 @@ async fn resp3_replies_pass_through_per_session() {
     assert_eq!(v3.cmd(&["RESET"]).await.unwrap(), Value::Simple("RESET".into()));
     assert_eq!(v3.cmd(&["HGETALL", "h"]).await.unwrap(), Value::Array(vec![Value::bulk("f"), Value::bulk("v")]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_kill_reaches_a_busy_server() {
+    let c = Cluster::start_with(2, &["--busy-reply-threshold", "100"], |_| {}).await;
+    let mut busy = c.client().await;
+    let mut other = c.client().await;
+    // the endless script holds up the shared connection it went on; the kill must not
+    // queue behind it
+    busy.send(&["EVAL", "while true do end", "1", "{s}k"]).await.unwrap();
+    if let Ok(r) = tokio::time::timeout(std::time::Duration::from_millis(300), busy.read()).await {
+        panic!("early reply {r:?}");
+    }
+    let reply =
+        codis_testkit::wait_until("SCRIPT KILL stops the script", std::time::Duration::from_secs(10), || async {
+            match c.client().await.cmd(&["SCRIPT", "KILL"]).await.unwrap() {
+                Value::Simple(ok) => Some(ok),
+                Value::Error(e) if e.starts_with("NOTBUSY") => None,
+                other => panic!("{other:?}"),
+            }
+        })
+        .await;
+    assert_eq!(reply, "OK");
+    let Value::Error(e) = busy.read().await.unwrap() else { panic!("the script must end with an error") };
+    assert!(e.contains("Script killed by user"), "{e}");
+    assert_eq!(other.cmd(&["GET", "{s}k"]).await.unwrap(), Value::Nil);
+}

@@ -154,7 +154,11 @@ async fn handshake(stream: &TcpStream, setup: &[(Bytes, &str)], deadline: Instan
                     // A server without a password rejects AUTH; that is not a reason to stay down.
                     let no_password = what == "AUTH"
                         && (err.contains("without any password configured") || err.contains("no password is set"));
-                    if !no_password {
+                    // A server running a long script answers BUSY to all but SCRIPT KILL:
+                    // the connection is fine (it may be the one to send the kill), only
+                    // its id stays unknown.
+                    let busy = what == "CLIENT ID" && err.starts_with("BUSY");
+                    if !no_password && !busy {
                         let hint = match what {
                             "AUTH" => " (check product_auth)",
                             "SELECT" => " (check backend_number_databases)",

@@ -96,7 +96,7 @@ impl Session {
         false
     }
 
-    fn send_private(&mut self, pool: &BackendPool, payload: &[u8], seq: u64, part: u32, tickets: Tickets) {
+    pub(super) fn send_private(&mut self, pool: &BackendPool, payload: &[u8], seq: u64, part: u32, tickets: Tickets) {
         let conn = self.private_conn(pool).handle().clone();
         let mut batch = crate::backend::Batch::new(self.inbox.clone());
         batch.push_slice(payload, seq, part, tickets);

@@ -111,9 +111,15 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
             Some(r) => return (*r).clone(),
             None => out.put_simple(b"OK"),
         },
+        // Where no script runs the answer is NOTBUSY: any other error says more.
         Merge::AnyOk => match parts.iter().find(|r| &r[..] == b"+OK\r\n") {
             Some(r) => return (*r).clone(),
-            None => return parts[0].clone(),
+            None => {
+                return parts
+                    .iter()
+                    .find(|r| !r.starts_with(b"-NOTBUSY"))
+                    .map_or_else(|| parts[0].clone(), |r| (*r).clone());
+            }
         },
         Merge::Sum => {
             let mut sum = 0i64;

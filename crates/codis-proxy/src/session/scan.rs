@@ -60,6 +60,14 @@ impl Session {
         self.seed = self.seed.wrapping_add(1);
         // RANDOMKEY asks the groups in a different order each time.
         let offset = if merge == Merge::NonNil { self.seed % n } else { 0 };
+        if merge == Merge::AnyOk {
+            // SCRIPT KILL / FUNCTION KILL: the busy script holds up the shared
+            // connection it came on, so the kill goes on the session's own connections.
+            for (i, pool) in table.groups.iter().enumerate() {
+                self.send_private(pool, req.raw(), seq, i as u32, Tickets::None);
+            }
+            return;
+        }
         for i in 0..n {
             let conn = table.groups[(offset + i) % n].conn(self.key(), self.seed);
             self.queue(conn, req, seq, i as u32, Tickets::None);
