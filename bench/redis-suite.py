@@ -56,6 +56,18 @@ proc codis_backend_call {addr args} {
     $c close
     return $res
 }
+# The suite waits for background AOF/RDB work with INFO, which through the proxy shows
+# one server: before DEBUG (LOADAOF, RELOAD, ...) wait for every server.
+proc codis_wait_persistence {addr} {
+    for {set i 0} {$i < 1000} {incr i} {
+        set info [codis_backend_call $addr info persistence]
+        if {[string match "*aof_rewrite_in_progress:0*" $info] && [string match "*aof_rewrite_scheduled:0*" $info]
+            && [string match "*rdb_bgsave_in_progress:0*" $info]} {
+            return
+        }
+        after 10
+    }
+}
 rename r codis_proxy_r
 proc r {args} {
     set level 0
@@ -80,7 +92,10 @@ proc r {args} {
     if {($cmd eq "config" && $sub eq "get") || ($cmd eq "debug" && $sub in {protocol stringmatch-len jmap})} {
         return [codis_backend_call [lindex $::codis_backends 0] {*}$args]
     }
-    foreach addr $::codis_backends { set res [codis_backend_call $addr {*}$args] }
+    foreach addr $::codis_backends {
+        if {$cmd eq "debug"} { codis_wait_persistence $addr }
+        set res [codis_backend_call $addr {*}$args]
+    }
     return $res
 }
 # Deferring clients: CONFIG and DEBUG run at once through `r`; their reply (or error)
@@ -190,7 +205,7 @@ def wait_proxy(port, timeout=20):
 # Why a test fails only through the proxy, recognised from its message: (pattern, cause).
 CAUSES = [
     (r"SYNC' is not allowed|replication_stream", "reads the replication stream (SYNC), which a proxy does not serve"),
-    (r"'(BGREWRITEAOF|BGSAVE|SAVE|SHUTDOWN|MONITOR|SWAPDB|MOVE)' is not allowed",
+    (r"'(BGREWRITEAOF|BGSAVE|SAVE|SHUTDOWN|MONITOR|SWAPDB|MOVE|ACL)' is not allowed",
      "a server administration command the proxy refuses (as Codis)"),
     (r"'(CONFIG|DEBUG)' is not allowed", "CONFIG/DEBUG sent on a connection the adapter does not reroute"),
     (r"CROSSSLOT", "keys on two groups without a common hash tag (refused, as Redis Cluster does)"),
@@ -198,6 +213,9 @@ CAUSES = [
      "left in MULTI or WATCH by an earlier failure in the same unit"),
     (r"blocked clients|errorr?stat|Target dbsize|expected_commands|cmdstat|Expected .* == \d+ \(context.*\[s ",
      "reads INFO, which through the proxy describes one group's server"),
+    (r"Expected 'PONG' to match 'BUSY|BUSY Redis is busy running a script",
+     "PING is answered by the proxy, which does not see a busy server; the script the test "
+     "then leaves running fails the tests after it"),
     (r"EXECABORT|to match .OOM", "MULTI is queued by the proxy: errors a server finds while queueing (OOM) come at EXEC"),
     (r"is not supported by codis-proxy", "a CLIENT subcommand the proxy does not serve"),
     (r"the unit stopped before this test", "the unit stopped early"),
@@ -309,7 +327,8 @@ def report(opts, logs):
         only = [(t, p[t][0], p[t][1]) for t in p if p[t][0] in ("err", "exception") and d.get(t, ["ok"])[0] == "ok"]
         # tests the proxy run never reached (a unit aborted early) count as failures too
         missing = [t for t, (s, _) in d.items() if s == "ok" and t not in p]
-        only += [(t, "not run", "the unit stopped before this test") for t in missing]
+        stopped = next((v[1] for t, v in p.items() if v[0] == "exception"), "")
+        only += [(t, "not run", f"the unit stopped before this test ({stopped})") for t in missing]
         totals[0] += d_ok
         totals[1] += p_ok
         totals[2] += len(only)
