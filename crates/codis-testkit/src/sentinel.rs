@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::server::{free_port, spawn_listening, unique};
+use crate::server::{free_port, kill_child, respawn, spawn_listening, unique};
 
 /// Whether `redis-sentinel` is on the PATH.
 pub fn sentinel_available() -> bool {
@@ -75,20 +74,14 @@ impl RedisSentinel {
 
     /// Kills the sentinel abruptly (SIGKILL).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts the sentinel again on the same port with the configuration it saved.
     pub fn restart(&mut self) {
         self.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.spawn(false).is_err() {
-            assert!(Instant::now() < deadline, "could not restart redis-sentinel on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let port = self.port;
+        respawn("redis-sentinel", port, || self.spawn(false));
     }
 }
 

@@ -94,20 +94,13 @@ impl RedisServer {
 
     /// Kills the server abruptly (SIGKILL).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
         self.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.spawn().is_err() {
-            assert!(Instant::now() < deadline, "could not restart redis-server on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        respawn("redis-server", self.port, || self.spawn());
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -124,6 +117,24 @@ impl Drop for RedisServer {
 
 /// Spawns `cmd` and waits until it accepts connections on `port`; `Err` if it exited
 /// (port taken, bad arguments) or never listened.
+/// Kills a child process abruptly (SIGKILL) and reaps it.
+pub(crate) fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Spawns again until the port can be listened on (the old process may still hold it
+/// for a moment after being killed).
+pub(crate) fn respawn(what: &str, port: u16, mut spawn: impl FnMut() -> Result<(), ()>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spawn().is_err() {
+        assert!(Instant::now() < deadline, "could not restart {what} on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub(crate) fn spawn_listening(mut cmd: Command, port: u16) -> Result<Child, ()> {
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {:?}: {e}", cmd.get_program()));
     let deadline = Instant::now() + Duration::from_secs(10);
