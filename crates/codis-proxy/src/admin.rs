@@ -1,7 +1,7 @@
 //! The admin HTTP API, with Codis 3.2's routes and JSON.
 //!
-//! Read-only views (`/proxy`, `/proxy/model`, `/proxy/stats`, `/proxy/slots`) need no
-//! credentials; everything under `/api/proxy` except `model` requires the proxy's xauth
+//! Read-only views (`/proxy`, `/proxy/model`, `/proxy/stats`, `/proxy/slots`, and
+//! `/metrics` for Prometheus) need no credentials; everything under `/api/proxy` except `model` requires the proxy's xauth
 //! in the path. Errors use Codis's convention: HTTP status 800 with `{"Cause", "Stack"}`,
 //! which Codis's dashboard and codis-admin understand.
 
@@ -42,6 +42,7 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/proxy/model", get(model))
         .route("/proxy/stats", get(stats_open))
         .route("/proxy/slots", get(slots_open))
+        .route("/metrics", get(metrics))
         .route("/api/proxy/model", get(model))
         .route("/api/proxy/xping/{xauth}", get(xping))
         .route("/api/proxy/stats/{xauth}", get(stats))
@@ -196,6 +197,15 @@ async fn model(State(shared): S) -> Response {
 
 async fn stats_open(State(shared): S) -> Response {
     json(&stats_view(&shared, STATS_FULL))
+}
+
+/// `/metrics`: the same counters as `/proxy/stats`, in Prometheus's text format
+/// (read-only, like `/proxy/stats`, so a scraper needs no secret).
+async fn metrics(State(shared): S) -> Response {
+    let body =
+        crate::stats::prometheus(&shared.stats, &shared.rusage.get(), shared.is_online(), &shared.model.product_name);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
+        .into_response()
 }
 
 async fn slots_open(State(shared): S) -> Response {

@@ -246,3 +246,46 @@ pub fn rss_bytes() -> i64 {
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as i64
 }
+
+/// The proxy's counters in Prometheus's text exposition format. Per-command series
+/// carry a `cmd` label; every series carries the product, so one Prometheus can scrape
+/// the proxies of several products.
+pub fn prometheus(stats: &Stats, usage: &Rusage, online: bool, product: &str) -> String {
+    use std::fmt::Write;
+    let product = product.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::with_capacity(4096);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP codis_proxy_{name} {help}\n# TYPE codis_proxy_{name} {kind}");
+    };
+    let ops = stats.op_stats();
+    let per_command: [(&str, &str, fn(&OpStats) -> f64); 4] = [
+        ("commands_total", "Requests served, by command.", |o| o.calls as f64),
+        ("command_failures_total", "Requests the proxy failed (backend down, refused, ...), by command.", |o| {
+            o.fails as f64
+        }),
+        ("command_redis_errors_total", "Error replies from the servers, by command.", |o| o.redis_errtype as f64),
+        ("command_seconds_total", "Time from request to reply, summed, by command.", |o| o.usecs as f64 / 1e6),
+    ];
+    for (name, help, value) in per_command {
+        family(&mut out, name, "counter", help);
+        for o in &ops {
+            let _ = writeln!(out, "codis_proxy_{name}{{product=\"{product}\",cmd=\"{}\"}} {}", o.opstr, value(o));
+        }
+    }
+    let load = |a: &AtomicI64| a.load(Ordering::Relaxed);
+    let scalars: [(&str, &str, &str, f64); 8] = [
+        ("requests_total", "counter", "Requests served.", load(&stats.total) as f64),
+        ("failures_total", "counter", "Requests the proxy failed.", load(&stats.fails) as f64),
+        ("redis_errors_total", "counter", "Error replies from the servers.", load(&stats.redis_errors) as f64),
+        ("ops_per_second", "gauge", "Requests in the last second.", load(&stats.qps) as f64),
+        ("sessions", "gauge", "Client connections open.", load(&stats.sessions_alive) as f64),
+        ("sessions_total", "counter", "Client connections accepted.", load(&stats.sessions_total) as f64),
+        ("resident_memory_bytes", "gauge", "Resident memory of the proxy process.", usage.mem as f64),
+        ("online", "gauge", "1 once the proxy serves (slots filled and started).", if online { 1.0 } else { 0.0 }),
+    ];
+    for (name, kind, help, value) in scalars {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "codis_proxy_{name}{{product=\"{product}\"}} {value}");
+    }
+    out
+}

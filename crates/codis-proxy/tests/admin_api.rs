@@ -168,3 +168,38 @@ async fn max_clients_and_idle_timeout() {
     assert!(a.is_closed().await);
     assert!(started.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_in_prometheus_format() {
+    let c = Cluster::start(1).await;
+    let mut cl = c.client().await;
+    for i in 0..5 {
+        assert_eq!(cl.cmd(&["SET", &format!("m{i}"), "v"]).await.unwrap(), Value::ok());
+    }
+    assert!(cl.cmd(&["CONFIG", "GET", "x"]).await.unwrap().is_error());
+    let url = format!("http://{}/metrics", c.admin);
+    // sessions hand their counters over about once a second
+    let text = wait_until("SET counted in /metrics", Duration::from_secs(10), || async {
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+        let text = r.text().await.unwrap();
+        text.contains(r#"codis_proxy_commands_total{product="codis-demo",cmd="SET"} 5"#).then_some(text)
+    })
+    .await;
+    for line in [
+        "# TYPE codis_proxy_commands_total counter",
+        r#"codis_proxy_command_failures_total{product="codis-demo",cmd="CONFIG"} 1"#,
+        r#"codis_proxy_sessions{product="codis-demo"} 1"#,
+        r#"codis_proxy_online{product="codis-demo"} 1"#,
+        "# TYPE codis_proxy_resident_memory_bytes gauge",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    // every sample line is `name{labels} number`
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = l.rsplit_once(' ').unwrap();
+        assert!(series.starts_with("codis_proxy_") && series.ends_with('}'), "{l}");
+        assert!(value.parse::<f64>().is_ok(), "{l}");
+    }
+}
