@@ -258,7 +258,8 @@ pub fn prometheus(stats: &Stats, usage: &Rusage, online: bool, product: &str) ->
         let _ = writeln!(out, "# HELP codis_proxy_{name} {help}\n# TYPE codis_proxy_{name} {kind}");
     };
     let ops = stats.op_stats();
-    let per_command: [(&str, &str, fn(&OpStats) -> f64); 4] = [
+    type Series = (&'static str, &'static str, fn(&OpStats) -> f64);
+    let per_command: [Series; 4] = [
         ("commands_total", "Requests served, by command.", |o| o.calls as f64),
         ("command_failures_total", "Requests the proxy failed (backend down, refused, ...), by command.", |o| {
             o.fails as f64
