@@ -6,6 +6,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 
 
+def need(tools, install):
+    """Exits with the apt-get line to run when one of `tools` is not on the PATH."""
+    for tool in tools:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: apt-get install {install}")
+
+
+def build_release(*crates):
+    """Builds the workspace crates a benchmark runs, in release mode, into BIN."""
+    subprocess.run(["cargo", "build", "--release", "-q", *(a for c in crates for a in ("-p", c))], cwd=ROOT, check=True)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ Needs: redis-server, redis-sentinel, redis-cli, cargo. All processes share this 
 """
 import argparse, hashlib, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
-from benchlib import BIN, ROOT, api, free_port, redis, stop_all, wait_port
+from benchlib import BIN, ROOT, api, build_release, free_port, need, redis, stop_all, wait_port
 
 
 def wait_for(what, check, timeout=60):
@@ -129,11 +129,8 @@ def main():
     ap.add_argument("--rate", type=int, default=5000, help="writes/s through the proxy")
     ap.add_argument("--replicas", type=int, default=1, help="replicas in the group")
     opts = ap.parse_args()
-    for tool in ["redis-server", "redis-sentinel", "redis-cli"]:
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: apt-get install redis-server redis-sentinel redis-tools")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "codis-proxy", "-p", "codis-dashboard", "-p", "codis-bench"],
-                   cwd=ROOT, check=True)
+    need(["redis-server", "redis-sentinel", "redis-cli"], "redis-server redis-sentinel redis-tools")
+    build_release("codis-proxy", "codis-dashboard", "codis-bench")
     results = []
     for run in range(1, opts.runs + 1):
         r = one_run(opts, run)

@@ -12,7 +12,7 @@ Numbers are relative: every process shares this machine's cores with the others.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
-from benchlib import ROOT, free_port, wait_port
+from benchlib import ROOT, build_release, free_port, need, stop_all, wait_port
 
 
 def cpu_seconds(pid):
@@ -41,10 +41,8 @@ def main():
     ap.add_argument("--ncpu", type=int, default=1, help="codis-proxy worker threads (default 1)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     opts = ap.parse_args()
-    for tool in ["redis-server", "redis-benchmark", "nutcracker"]:
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found: apt-get install redis-server redis-tools nutcracker")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "codis-proxy"], cwd=ROOT, check=True)
+    need(["redis-server", "redis-benchmark", "nutcracker"], "redis-server redis-tools nutcracker")
+    build_release("codis-proxy")
 
     tmp = tempfile.mkdtemp(prefix="codis-bench-")
     procs = []
@@ -138,14 +136,7 @@ def main():
         for s in idle:
             s.close()
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(procs, tmp)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Needs: redis-server, cargo. Figures are relative: all processes share this machi
 """
 import argparse, hashlib, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
-from benchlib import BIN, ROOT, api, free_port, redis, stop_all, wait_port
+from benchlib import BIN, ROOT, api, build_release, free_port, redis, stop_all, wait_port
 
 
 def main():
@@ -23,8 +23,7 @@ def main():
     ap.add_argument("--method", default="semi-async", help="migration_method")
     ap.add_argument("--numkeys", type=int, default=500, help="migration_async_numkeys (keys per async batch)")
     opts = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "codis-proxy", "-p", "codis-dashboard", "-p", "codis-slots",
-                    "-p", "codis-bench"], cwd=ROOT, check=True)
+    build_release("codis-proxy", "codis-dashboard", "codis-slots", "codis-bench")
     tmp = tempfile.mkdtemp(prefix="codis-rebalance-")
     procs = []
     try:

@@ -27,7 +27,7 @@ Needs: redis-server, tclsh (apt-get install tcl), apt-get, cargo.
 """
 import argparse, json, os, re, shutil, socket, subprocess, sys, tarfile, tempfile, time
 
-from benchlib import BIN, ROOT, free_port, wait_port
+from benchlib import BIN, ROOT, build_release, free_port, need, wait_port
 
 CACHE = os.path.join(ROOT, "tmp", "redis-suite")
 UNITS = [
@@ -273,13 +273,11 @@ def main():
     ap.add_argument("--report", help="also write the Markdown report here")
     ap.add_argument("--logs", help="only report, from the logs of an earlier run in this directory")
     opts = ap.parse_args()
-    for tool in ("redis-server", "tclsh", "apt-get"):
-        if not shutil.which(tool):
-            sys.exit(f"missing {tool}: apt-get install redis-server tcl")
+    need(["redis-server", "tclsh", "apt-get"], "redis-server tcl")
     if opts.logs:
         return report(opts, opts.logs)
     src = fetch_suite()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "codis-proxy"], cwd=ROOT, check=True)
+    build_release("codis-proxy")
     tmp = tempfile.mkdtemp(prefix="redis-suite-")
     procs = []
     try:
