@@ -245,17 +245,7 @@ impl Topom {
             return Err(TopomError::msg(format!("slot-[{sid}]: target group-[{to_gid}] has no master")));
         }
         let started = Instant::now();
-        self.action.progress.lock().insert(
-            sid,
-            SlotProgress {
-                slot: sid,
-                from: from_gid,
-                to: to_gid,
-                state: action::MIGRATING.into(),
-                started: now_unix(),
-                ..Default::default()
-            },
-        );
+        self.mark_migrating(&[sid], from_gid, to_gid);
         self.action.executors.fetch_add(1, Ordering::Relaxed);
         let result = self.migrate_keys(sid, &from, &dest, started).await;
         self.action.executors.fetch_sub(1, Ordering::Relaxed);
@@ -268,11 +258,34 @@ impl Topom {
         result
     }
 
-    async fn migrate_keys(&self, sid: i64, from: &str, dest: &str, started: Instant) -> Result<bool> {
+    /// Starts the progress entries of slots whose keys begin to move.
+    fn mark_migrating(&self, sids: &[i64], from: i64, to: i64) {
+        let mut progress = self.action.progress.lock();
+        for &sid in sids {
+            let p = SlotProgress {
+                slot: sid,
+                from,
+                to,
+                state: action::MIGRATING.into(),
+                started: now_unix(),
+                ..Default::default()
+            };
+            progress.insert(sid, p);
+        }
+    }
+
+    /// A connection to the migration source, and the target split into host and port.
+    async fn open_source<'d>(&self, from: &str, dest: &'d str) -> Result<(Conn, &'d str, &'d str)> {
         let timeout = self.config.migration_timeout.duration();
-        let mut c = Conn::open(from, &self.config.product_auth, timeout).await?;
+        let c = Conn::open(from, &self.config.product_auth, timeout).await?;
         let (host, port) =
             dest.rsplit_once(':').ok_or_else(|| TopomError::msg(format!("bad target address {dest}")))?;
+        Ok((c, host, port))
+    }
+
+    async fn migrate_keys(&self, sid: i64, from: &str, dest: &str, started: Instant) -> Result<bool> {
+        let timeout = self.config.migration_timeout.duration();
+        let (mut c, host, port) = self.open_source(from, dest).await?;
         let sync = self.config.forward_method() == FORWARD_SYNC;
         let step_timeout_ms = timeout.min(Duration::from_secs(5)).as_millis().to_string();
         let (maxbulks, maxbytes, numkeys) = (
@@ -371,19 +384,7 @@ impl Topom {
             return Err(TopomError::msg(format!("target group-[{to_gid}] has no master")));
         }
         let started = Instant::now();
-        for &sid in &active {
-            self.action.progress.lock().insert(
-                sid,
-                SlotProgress {
-                    slot: sid,
-                    from: from_gid,
-                    to: to_gid,
-                    state: action::MIGRATING.into(),
-                    started: now_unix(),
-                    ..Default::default()
-                },
-            );
-        }
+        self.mark_migrating(&active, from_gid, to_gid);
         self.action.executors.fetch_add(1, Ordering::Relaxed);
         let r = self.migrate_stock(&active, &from, &dest, started).await;
         self.action.executors.fetch_sub(1, Ordering::Relaxed);
@@ -395,9 +396,7 @@ impl Topom {
 
     async fn migrate_stock(&self, sids: &[i64], from: &str, dest: &str, started: Instant) -> Result<bool> {
         let timeout = self.config.migration_timeout.duration();
-        let mut c = Conn::open(from, &self.config.product_auth, timeout).await?;
-        let (host, port) =
-            dest.rsplit_once(':').ok_or_else(|| TopomError::msg(format!("bad target address {dest}")))?;
+        let (mut c, host, port) = self.open_source(from, dest).await?;
         let wanted: std::collections::BTreeSet<u16> = sids.iter().map(|&s| s as u16).collect();
         let timeout_ms = timeout.as_millis().to_string();
         loop {

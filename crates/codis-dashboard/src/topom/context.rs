@@ -37,6 +37,14 @@ impl Cache {
         self.groups.get(&gid).ok_or_else(|| TopomError::msg(format!("group-[{gid}] doesn't exist")))
     }
 
+    /// Where `addr` is in group `g` (index 0 is the master).
+    pub fn server_index(g: &Group, addr: &str) -> Result<usize, TopomError> {
+        g.servers
+            .iter()
+            .position(|s| s.addr == addr)
+            .ok_or_else(|| TopomError::msg(format!("group-[{}] doesn't have server-[{addr}]", g.id)))
+    }
+
     pub fn proxy(&self, token: &str) -> Result<&Proxy, TopomError> {
         self.proxies.get(token).ok_or_else(|| TopomError::msg(format!("proxy-[{token}] doesn't exist")))
     }

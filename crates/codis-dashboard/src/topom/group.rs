@@ -4,7 +4,7 @@ use codis_client::{Conn, Value};
 use codis_core::models::{Group, GroupServer};
 
 use super::context::MAX_GROUP_ID;
-use super::{Result, ServerMode, Topom, TopomError};
+use super::{Cache, Result, ServerMode, Topom, TopomError};
 
 impl Topom {
     pub async fn create_group(&self, gid: i64) -> Result<()> {
@@ -63,11 +63,7 @@ impl Topom {
     pub async fn group_del_server(&self, gid: i64, addr: &str) -> Result<()> {
         let mut cache = self.lock().await?;
         let g = cache.group(gid)?;
-        let index = g
-            .servers
-            .iter()
-            .position(|s| s.addr == addr)
-            .ok_or_else(|| TopomError::msg(format!("group-[{gid}] doesn't have server-[{addr}]")))?;
+        let index = Cache::server_index(g, addr)?;
         if !g.promoting.state.is_empty() {
             return Err(TopomError::msg(format!("group-[{gid}] is promoting")));
         }
@@ -112,11 +108,8 @@ impl Topom {
     pub async fn enable_replica_groups(&self, gid: i64, addr: &str, enable: bool) -> Result<()> {
         let mut cache = self.lock().await?;
         let mut g = cache.group(gid)?.clone();
-        let s = g
-            .servers
-            .iter_mut()
-            .find(|s| s.addr == addr)
-            .ok_or_else(|| TopomError::msg(format!("group-[{gid}] doesn't have server-[{addr}]")))?;
+        let i = Cache::server_index(&g, addr)?;
+        let s = &mut g.servers[i];
         if s.replica_group != enable {
             s.replica_group = enable;
             g.out_of_sync = true;

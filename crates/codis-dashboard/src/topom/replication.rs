@@ -12,7 +12,7 @@ use std::time::Duration;
 use codis_client::{ClientError, Conn, Value};
 use codis_core::models::{Group, GroupServerAction, action};
 
-use super::{Result, Topom, TopomError};
+use super::{Cache, Result, Topom, TopomError};
 
 /// Points `addr` at `master` (`None`: make it a master), as Codis's dashboard does.
 async fn set_master(addr: &str, master: Option<&str>, auth: &str) -> Result<(), ClientError> {
@@ -40,11 +40,7 @@ impl Topom {
     pub async fn promote_server(&self, gid: i64, addr: &str) -> Result<()> {
         let mut cache = self.lock().await?;
         let mut g = cache.group(gid)?.clone();
-        let index = g
-            .servers
-            .iter()
-            .position(|s| s.addr == addr)
-            .ok_or_else(|| TopomError::msg(format!("group-[{gid}] doesn't have server-[{addr}]")))?;
+        let index = Cache::server_index(&g, addr)?;
         if !g.promoting.state.is_empty() {
             if index as i64 != g.promoting.index {
                 return Err(TopomError::msg(format!("group-[{gid}] is promoting index = {}", g.promoting.index)));
