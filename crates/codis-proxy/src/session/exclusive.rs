@@ -176,18 +176,12 @@ impl Session {
     /// Answers a blocked command whose time ran out while it waited for its slot's
     /// move to finish (no server holds it, so none would time it out).
     pub(super) fn expire_waiting_blocked(&mut self) {
-        let expired =
-            self.blocked.as_ref().is_some_and(|b| b.waiting_route && b.deadline.is_some_and(|d| d <= Instant::now()));
-        if !expired {
+        if self.waiting_blocked_deadline().is_none_or(|d| d > tokio::time::Instant::now()) {
             return;
         }
         let Some(b) = self.blocked.take() else { return };
         self.shared.blocked.lock().remove(&self.id);
-        let nil: &'static [u8] = match (self.resp3, b.cmd.name) {
-            (true, _) => b"_\r\n",
-            (false, "BLMOVE" | "BRPOPLPUSH") => b"$-1\r\n",
-            (false, _) => b"*-1\r\n",
-        };
+        let nil = if matches!(b.cmd.name, "BLMOVE" | "BRPOPLPUSH") { self.nil() } else { self.nil_array() };
         let _ = self.pending.deliver(b.seq, 0, Bytes::from_static(nil), true);
     }
 
@@ -399,8 +393,7 @@ impl Session {
             // The WATCH went with its connection: the transaction must not run unwatched.
             let conn = self.private.iter().find(|p| p.addr() == w.pool.addr() && p.key() == self.key());
             if conn.is_none_or(|c| !c.is_usable() || c.conn().handle().id() != w.conn) {
-                let nil: &'static [u8] = if self.resp3 { b"_\r\n" } else { b"*-1\r\n" };
-                return self.reply_now(cmd.id, start, Bytes::from_static(nil), false);
+                return self.reply_now(cmd.id, start, Bytes::from_static(self.nil_array()), false);
             }
         }
         let router = &self.shared.router;

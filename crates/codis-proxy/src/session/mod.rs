@@ -185,10 +185,7 @@ impl Session {
                     // While blocked, read on (into the buffer, up to its size) to see
                     // the client hang up, as Redis does for a blocked client.
                     || (self.blocked.is_some() && self.rbuf.len() < self.recv_max));
-            let next_retry = match (self.next_delayed(), self.waiting_blocked_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next_retry = self.next_delayed().into_iter().chain(self.waiting_blocked_deadline()).min();
             if next_retry.is_some() && next_retry != retry_at {
                 retry.as_mut().reset(next_retry.unwrap_or_else(Instant::now));
             }
@@ -407,6 +404,11 @@ impl Session {
     /// A null in the session's protocol.
     fn nil(&self) -> &'static [u8] {
         if self.resp3 { b"_\r\n" } else { b"$-1\r\n" }
+    }
+
+    /// A null array (RESP2's `*-1`) in the session's protocol.
+    fn nil_array(&self) -> &'static [u8] {
+        if self.resp3 { b"_\r\n" } else { b"*-1\r\n" }
     }
 
     /// Queues a request for `conn`; sent with the others of this round by [`Self::flush_outbox`].
