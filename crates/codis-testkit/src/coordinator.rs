@@ -60,8 +60,8 @@ impl Coordinator {
                     probe: |_| true,
                 }
             }
-            Backend::Etcd => Self::etcd(),
-            Backend::Zookeeper => Self::zookeeper(),
+            Backend::Etcd => Self::launch(Self::etcd),
+            Backend::Zookeeper => Self::launch(Self::zookeeper),
         }
     }
 
@@ -92,7 +92,7 @@ impl Coordinator {
             "--log-level".into(),
             "warn".into(),
         ];
-        let mut s = Coordinator {
+        Coordinator {
             backend: Backend::Etcd,
             dir,
             child: None,
@@ -101,9 +101,7 @@ impl Coordinator {
             addr: format!("127.0.0.1:{client}"),
             port: client,
             probe: etcd_healthy,
-        };
-        s.spawn();
-        s
+        }
     }
 
     fn zookeeper() -> Coordinator {
@@ -129,7 +127,7 @@ impl Coordinator {
             "org.apache.zookeeper.server.ZooKeeperServerMain".into(),
             dir.join("zoo.cfg").display().to_string(),
         ];
-        let mut s = Coordinator {
+        Coordinator {
             backend: Backend::Zookeeper,
             dir,
             child: None,
@@ -138,9 +136,21 @@ impl Coordinator {
             addr: format!("127.0.0.1:{port}"),
             port,
             probe: zk_ok,
-        };
-        s.spawn();
-        s
+        }
+    }
+
+    /// Starts what `make` describes; a port can be taken between `free_port`'s probe
+    /// and the server's bind, so a bind failure is retried on fresh ports.
+    fn launch(make: fn() -> Coordinator) -> Coordinator {
+        for attempt in 1.. {
+            let mut c = make();
+            match c.try_spawn() {
+                Ok(()) => return c,
+                Err(e) if attempt < 5 && e.to_ascii_lowercase().contains("address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     pub fn name(&self) -> &'static str {
@@ -157,6 +167,13 @@ impl Coordinator {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server and waits until it answers; the error quotes its log.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.join("server.log")).expect("server log");
         let mut child = Command::new(&self.program)
             .args(&self.args)
@@ -168,15 +185,23 @@ impl Coordinator {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{} exited ({status}); see {}", self.program, self.dir.join("server.log").display());
+                let path = self.dir.join("server.log");
+                let log = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                return Err(format!("{} exited ({status}); see {}:\n{tail}", self.program, path.display()));
             }
             if (self.probe)(self.port) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{} did not answer on port {} within 30s", self.program, self.port);
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{} did not answer on port {} within 30s", self.program, self.port));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the server (SIGKILL), keeping its data and ports.
