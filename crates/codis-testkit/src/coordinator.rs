@@ -212,6 +212,23 @@ impl Coordinator {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered,
+    /// as when a coordinator host stalls. `resume` undoes it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        }
+    }
+
     /// Starts a stopped server again on the same ports and data.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the coordinator is running");

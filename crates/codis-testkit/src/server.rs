@@ -39,12 +39,15 @@ pub fn redis_available() -> bool {
 
 /// The codis-slots module cargo built for this test run: next to the test binary in
 /// `target/<profile>/deps` (where a library built as a dependency of the tests lands),
-/// else `target/<profile>`. Test crates that load it list `codis-slots` as a
+/// else `target/<profile>`; `CODIS_SLOTS_MODULE` names another. Test crates that load it list `codis-slots` as a
 /// dev-dependency so that it is built first.
 pub fn module_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CODIS_SLOTS_MODULE") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let deps = exe.parent().expect("deps dir");
-    for dir in [deps, deps.parent().unwrap_or(deps)] {
+    for dir in [deps, deps.parent().unwrap_or(deps), &deps.join("deps")] {
         let p = dir.join("libcodis_slots.so");
         if p.exists() {
             return p;
