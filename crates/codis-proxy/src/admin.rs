@@ -202,8 +202,15 @@ async fn stats_open(State(shared): S) -> Response {
 /// `/metrics`: the same counters as `/proxy/stats`, in Prometheus's text format
 /// (read-only, like `/proxy/stats`, so a scraper needs no secret).
 async fn metrics(State(shared): S) -> Response {
-    let body =
-        crate::stats::prometheus(&shared.stats, &shared.rusage.get(), shared.is_online(), &shared.model.product_name);
+    let (usage, backends, slot_ops) = (shared.rusage.get(), shared.router.pool_stats(), shared.router.slot_ops());
+    let body = crate::stats::prometheus(&crate::stats::Exposition {
+        stats: &shared.stats,
+        usage: &usage,
+        online: shared.is_online(),
+        product: &shared.model.product_name,
+        backends: &backends,
+        slot_ops: &slot_ops,
+    });
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()
 }

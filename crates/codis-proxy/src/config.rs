@@ -104,6 +104,12 @@ session_break_on_failure = false
 # codis-rs: allow KEYS, FLUSHDB and FLUSHALL, which the proxy runs on every group.
 session_allow_keyspace_commands = false
 
+# codis-rs: SLOWLOG GET/LEN/RESET answered by the proxy: requests slower than this many
+# microseconds from request to reply ("-1" disables, 0 logs every request), the newest
+# slowlog_max_len of them kept.
+slowlog_log_slower_than = 10000
+slowlog_max_len = 128
+
 # Metrics reporting (JSON over HTTP, InfluxDB, StatsD).
 metrics_report_server = ""
 metrics_report_period = "1s"
@@ -171,6 +177,9 @@ pub struct Config {
     pub session_break_on_failure: bool,
     /// codis-rs: KEYS, FLUSHDB and FLUSHALL are refused unless this is set.
     pub session_allow_keyspace_commands: bool,
+    /// codis-rs: the proxy's slow log (microseconds; negative disables).
+    pub slowlog_log_slower_than: i64,
+    pub slowlog_max_len: i64,
 
     pub metrics_report_server: String,
     pub metrics_report_period: TimeSize,
@@ -260,6 +269,9 @@ impl Config {
         }
         if self.backend_number_databases > 1 << 16 {
             return bad("backend_number_databases", self.backend_number_databases, "must be at most 65536");
+        }
+        if !(0..=1 << 20).contains(&self.slowlog_max_len) {
+            return bad("slowlog_max_len", self.slowlog_max_len, "must be 0 (no slow log) to 1048576");
         }
         if self.proxy_max_clients < 0 {
             return bad("proxy_max_clients", self.proxy_max_clients, "must be 0 (no limit) or more");

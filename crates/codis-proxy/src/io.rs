@@ -136,6 +136,8 @@ pub trait Conn: AsRawFd + Send + Sync + 'static {
     /// Runs `f` as a read; a `WouldBlock` from `f` clears the read readiness.
     fn try_read_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// The client's address as the slow log shows it.
+    fn peer(&self) -> String;
 
     /// Resolves when the socket may be readable.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
@@ -149,7 +151,7 @@ pub trait Conn: AsRawFd + Send + Sync + 'static {
 }
 
 macro_rules! impl_conn {
-    ($t:ty) => {
+    ($t:ty, $peer:expr) => {
         impl Conn for $t {
             fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 <$t>::poll_read_ready(self, cx)
@@ -163,12 +165,15 @@ macro_rules! impl_conn {
             fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 <$t>::try_write_vectored(self, bufs)
             }
+            fn peer(&self) -> String {
+                $peer(self)
+            }
         }
     };
 }
 
-impl_conn!(TcpStream);
-impl_conn!(UnixStream);
+impl_conn!(TcpStream, |s: &TcpStream| s.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()));
+impl_conn!(UnixStream, |_: &UnixStream| "unix".to_string());
 
 /// Reads what is available into `buf`, growing it by `chunk` when nearly full.
 /// Returns `Ok(0)` at end of stream and `WouldBlock` when nothing was ready.

@@ -20,6 +20,7 @@ pub mod reply;
 pub mod router;
 pub mod sentinel;
 pub mod session;
+pub mod slowlog;
 pub mod stats;
 pub mod worker;
 

@@ -63,6 +63,7 @@ pub struct Shared {
     pub closed: AtomicBool,
     pub shutdown: watch::Sender<bool>,
     pub rusage: Arc<RusageSampler>,
+    pub slowlog: crate::slowlog::SlowLog,
     /// The sentinels to follow, and what they said.
     pub sentinel: crate::sentinel::SentinelState,
     pub log_control: Option<LogControl>,
@@ -201,6 +202,7 @@ impl Proxy {
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             rusage: RusageSampler::spawn(),
+            slowlog: crate::slowlog::SlowLog::new(config.slowlog_log_slower_than, config.slowlog_max_len as usize),
             blocked: Mutex::new(Default::default()),
             sentinel: Default::default(),
             log_control,

@@ -152,6 +152,16 @@ pub struct Router {
     update: tokio::sync::Mutex<()>,
     changed: watch::Sender<u64>,
     closed: AtomicBool,
+    /// Requests per slot, sampled: one request in [`SLOT_SAMPLE`] adds that many.
+    slot_ops: Box<[AtomicU64]>,
+}
+
+/// One request in this many is counted per slot (by the worker that routes it), so
+/// that `/metrics` shows hot slots without a shared write per request.
+pub const SLOT_SAMPLE: u64 = 64;
+
+thread_local! {
+    static SAMPLE_TICK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// A request counted in on a slot by the current worker; hand it to the reply so it is
@@ -179,6 +189,7 @@ impl Router {
             update: tokio::sync::Mutex::new(()),
             changed: watch::channel(0).0,
             closed: AtomicBool::new(false),
+            slot_ops: (0..MAX_SLOT_NUM).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -214,6 +225,14 @@ impl Router {
     pub fn enter(&self, table: &RouteTable, slot: u16) -> Ticket {
         let parity = (table.slots[slot as usize].epoch & 1) as u8;
         self.gates.enter(crate::worker::current(), slot, parity);
+        let tick = SAMPLE_TICK.with(|t| {
+            let n = t.get().wrapping_add(1);
+            t.set(n);
+            n
+        });
+        if tick.is_multiple_of(SLOT_SAMPLE) {
+            self.slot_ops[slot as usize].fetch_add(SLOT_SAMPLE, Ordering::Relaxed);
+        }
         Ticket { slot, parity }
     }
 
@@ -225,6 +244,23 @@ impl Router {
     /// The slots as Codis models.
     pub fn slots(&self) -> Vec<Slot> {
         self.load().slots.iter().map(|r| r.model.clone()).collect()
+    }
+
+    /// Sampled request counts of the slots that had any (see [`SLOT_SAMPLE`]).
+    pub fn slot_ops(&self) -> Vec<(u16, u64)> {
+        self.slot_ops
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i as u16, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n != 0)
+            .collect()
+    }
+
+    /// The state of every backend pool's connections, sorted by address.
+    pub fn pool_stats(&self) -> Vec<crate::backend::PoolStats> {
+        let mut out: Vec<_> = self.pools.lock().iter().map(|((_, replica), p)| p.stats(*replica)).collect();
+        out.sort_by(|a, b| (&a.addr, a.replica).cmp(&(&b.addr, b.replica)));
+        out
     }
 
     /// The pool serving `addr` in any slot (as master, source or replica).

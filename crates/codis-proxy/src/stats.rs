@@ -10,12 +10,25 @@ use serde::Serialize;
 
 use crate::command;
 
+/// Upper bounds of the latency histogram buckets, in microseconds (`+Inf` is implied).
+/// From 100 µs (a pipelined hit) to 5 s (a stuck backend), roughly ×5 apart.
+pub const LATENCY_BUCKETS_US: [i64; 10] =
+    [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
+
+/// Bucket index of a request that took `nsecs` (the last one is `+Inf`).
+fn bucket_of(nsecs: i64) -> usize {
+    let us = nsecs / 1000;
+    LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len())
+}
+
 #[derive(Default)]
 struct OpCounter {
     calls: AtomicI64,
     nsecs: AtomicI64,
     fails: AtomicI64,
     redis_errors: AtomicI64,
+    /// Requests per latency bucket (not cumulative; the exporter sums them).
+    buckets: [AtomicI64; LATENCY_BUCKETS_US.len() + 1],
 }
 
 /// Per-command figures as `/proxy/stats` reports them.
@@ -27,6 +40,10 @@ pub struct OpStats {
     pub usecs_percall: i64,
     pub fails: i64,
     pub redis_errtype: i64,
+    /// Requests per latency bucket of [`LATENCY_BUCKETS_US`] plus `+Inf` (not in
+    /// Codis's JSON).
+    #[serde(skip)]
+    pub buckets: [i64; LATENCY_BUCKETS_US.len() + 1],
 }
 
 /// The proxy-wide counters.
@@ -77,6 +94,7 @@ impl Stats {
                     usecs_percall: if calls != 0 { usecs / calls } else { 0 },
                     fails: c.fails.load(Ordering::Relaxed),
                     redis_errtype: c.redis_errors.load(Ordering::Relaxed),
+                    buckets: std::array::from_fn(|i| c.buckets[i].load(Ordering::Relaxed)),
                 }
             })
             .collect();
@@ -90,6 +108,9 @@ impl Stats {
             c.nsecs.store(0, Ordering::Relaxed);
             c.fails.store(0, Ordering::Relaxed);
             c.redis_errors.store(0, Ordering::Relaxed);
+            for b in &c.buckets {
+                b.store(0, Ordering::Relaxed);
+            }
         }
         self.total.store(0, Ordering::Relaxed);
         self.fails.store(0, Ordering::Relaxed);
@@ -124,6 +145,7 @@ struct LocalOp {
     nsecs: i64,
     fails: i64,
     redis_errors: i64,
+    buckets: [i64; LATENCY_BUCKETS_US.len() + 1],
 }
 
 /// A session's unflushed counts.
@@ -149,8 +171,10 @@ impl LocalStats {
                 self.ops.last_mut().unwrap()
             }
         };
+        let nsecs = elapsed.as_nanos() as i64;
         e.calls += 1;
-        e.nsecs += elapsed.as_nanos() as i64;
+        e.nsecs += nsecs;
+        e.buckets[bucket_of(nsecs)] += 1;
         e.fails += proxy_error as i64;
         e.redis_errors += redis_error as i64;
         self.dirty = true;
@@ -170,6 +194,11 @@ impl LocalStats {
             c.nsecs.fetch_add(o.nsecs, Ordering::Relaxed);
             c.fails.fetch_add(o.fails, Ordering::Relaxed);
             c.redis_errors.fetch_add(o.redis_errors, Ordering::Relaxed);
+            for (shared, &n) in c.buckets.iter().zip(&o.buckets) {
+                if n != 0 {
+                    shared.fetch_add(n, Ordering::Relaxed);
+                }
+            }
             total += o.calls;
             fails += o.fails;
             errors += o.redis_errors;
@@ -247,31 +276,88 @@ pub fn rss_bytes() -> i64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as i64
 }
 
+/// What `/metrics` shows besides the counters of [`Stats`].
+pub struct Exposition<'a> {
+    pub stats: &'a Stats,
+    pub usage: &'a Rusage,
+    pub online: bool,
+    pub product: &'a str,
+    pub backends: &'a [crate::backend::PoolStats],
+    /// Sampled requests per slot (see [`crate::router::SLOT_SAMPLE`]).
+    pub slot_ops: &'a [(u16, u64)],
+}
+
 /// The proxy's counters in Prometheus's text exposition format. Per-command series
-/// carry a `cmd` label; every series carries the product, so one Prometheus can scrape
-/// the proxies of several products.
-pub fn prometheus(stats: &Stats, usage: &Rusage, online: bool, product: &str) -> String {
+/// carry a `cmd` label, per-backend ones `addr` and `role`; every series carries the
+/// product, so one Prometheus can scrape the proxies of several products.
+pub fn prometheus(e: &Exposition<'_>) -> String {
     use std::fmt::Write;
-    let product = product.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut out = String::with_capacity(4096);
+    let stats = e.stats;
+    let product = e.product.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::with_capacity(8192);
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP codis_proxy_{name} {help}\n# TYPE codis_proxy_{name} {kind}");
     };
     let ops = stats.op_stats();
     type Series = (&'static str, &'static str, fn(&OpStats) -> f64);
-    let per_command: [Series; 4] = [
+    let per_command: [Series; 3] = [
         ("commands_total", "Requests served, by command.", |o| o.calls as f64),
         ("command_failures_total", "Requests the proxy failed (backend down, refused, ...), by command.", |o| {
             o.fails as f64
         }),
         ("command_redis_errors_total", "Error replies from the servers, by command.", |o| o.redis_errtype as f64),
-        ("command_seconds_total", "Time from request to reply, summed, by command.", |o| o.usecs as f64 / 1e6),
     ];
     for (name, help, value) in per_command {
         family(&mut out, name, "counter", help);
         for o in &ops {
             let _ = writeln!(out, "codis_proxy_{name}{{product=\"{product}\",cmd=\"{}\"}} {}", o.opstr, value(o));
         }
+    }
+    family(&mut out, "command_duration_seconds", "histogram", "Time from request to reply, by command.");
+    for o in &ops {
+        let labels = format!("product=\"{product}\",cmd=\"{}\"", o.opstr);
+        let mut cumulative = 0;
+        for (i, n) in o.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS_US.get(i).map_or("+Inf".to_string(), |us| (*us as f64 / 1e6).to_string());
+            let _ = writeln!(out, "codis_proxy_command_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "codis_proxy_command_duration_seconds_sum{{{labels}}} {}", o.usecs as f64 / 1e6);
+        let _ = writeln!(out, "codis_proxy_command_duration_seconds_count{{{labels}}} {}", o.calls);
+    }
+    type BackendSeries = (&'static str, &'static str, &'static str, fn(&crate::backend::PoolStats) -> f64);
+    let per_backend: [BackendSeries; 6] = [
+        ("backend_connections_up", "gauge", "Shared connections to the server that are up.", |b| b.up as f64),
+        ("backend_connections_down", "gauge", "Shared connections waiting to reconnect.", |b| b.down as f64),
+        ("backend_connections_connecting", "gauge", "Shared connections being opened.", |b| b.connecting as f64),
+        ("backend_inflight", "gauge", "Requests sent or queued to the server, not answered yet.", |b| {
+            b.inflight as f64
+        }),
+        ("backend_requests_total", "counter", "Requests sent to the server on shared connections.", |b| b.sent as f64),
+        ("backend_connects_total", "counter", "Successful connects to the server (more than one: reconnects).", |b| {
+            b.connects as f64
+        }),
+    ];
+    for (name, kind, help, value) in per_backend {
+        family(&mut out, name, kind, help);
+        for b in e.backends {
+            let role = if b.replica { "replica" } else { "master" };
+            let _ = writeln!(
+                out,
+                "codis_proxy_{name}{{product=\"{product}\",addr=\"{}\",role=\"{role}\"}} {}",
+                b.addr,
+                value(b)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "slot_requests_sampled_total",
+        "counter",
+        "Requests by slot, sampled (one request in 64 counts 64): which slots are hot.",
+    );
+    for (slot, n) in e.slot_ops {
+        let _ = writeln!(out, "codis_proxy_slot_requests_sampled_total{{product=\"{product}\",slot=\"{slot}\"}} {n}");
     }
     let load = |a: &AtomicI64| a.load(Ordering::Relaxed);
     let scalars: [(&str, &str, &str, f64); 8] = [
@@ -281,8 +367,8 @@ pub fn prometheus(stats: &Stats, usage: &Rusage, online: bool, product: &str) ->
         ("ops_per_second", "gauge", "Requests in the last second.", load(&stats.qps) as f64),
         ("sessions", "gauge", "Client connections open.", load(&stats.sessions_alive) as f64),
         ("sessions_total", "counter", "Client connections accepted.", load(&stats.sessions_total) as f64),
-        ("resident_memory_bytes", "gauge", "Resident memory of the proxy process.", usage.mem as f64),
-        ("online", "gauge", "1 once the proxy serves (slots filled and started).", if online { 1.0 } else { 0.0 }),
+        ("resident_memory_bytes", "gauge", "Resident memory of the proxy process.", e.usage.mem as f64),
+        ("online", "gauge", "1 once the proxy serves (slots filled and started).", if e.online { 1.0 } else { 0.0 }),
     ];
     for (name, kind, help, value) in scalars {
         family(&mut out, name, kind, help);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use codis_core::models::Slot;
 use codis_proxy::Proxy;
-use codis_testkit::{Client, RedisServer, Value, wait_until};
+use codis_testkit::{Client, RedisServer, Value, args, wait_until};
 use common::{Cluster, test_config};
 use serde_json::Value as Json;
 
@@ -177,6 +177,9 @@ async fn metrics_in_prometheus_format() {
         assert_eq!(cl.cmd(&["SET", &format!("m{i}"), "v"]).await.unwrap(), Value::ok());
     }
     assert!(cl.cmd(&["CONFIG", "GET", "x"]).await.unwrap().is_error());
+    // 200 requests on one key: one in 64 is sampled into its slot's counter
+    let hot: Vec<Vec<Vec<u8>>> = (0..200).map(|_| args!["SET", "hot", "v"]).collect();
+    assert!(cl.pipeline(&hot).await.unwrap().iter().all(|v| *v == Value::ok()));
     let url = format!("http://{}/metrics", c.admin);
     // sessions hand their counters over about once a second
     let text = wait_until("SET counted in /metrics", Duration::from_secs(10), || async {
@@ -184,7 +187,7 @@ async fn metrics_in_prometheus_format() {
         assert_eq!(r.status().as_u16(), 200);
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
         let text = r.text().await.unwrap();
-        text.contains(r#"codis_proxy_commands_total{product="codis-demo",cmd="SET"} 5"#).then_some(text)
+        text.contains(r#"codis_proxy_commands_total{product="codis-demo",cmd="SET"} 205"#).then_some(text)
     })
     .await;
     for line in [
@@ -193,13 +196,85 @@ async fn metrics_in_prometheus_format() {
         r#"codis_proxy_sessions{product="codis-demo"} 1"#,
         r#"codis_proxy_online{product="codis-demo"} 1"#,
         "# TYPE codis_proxy_resident_memory_bytes gauge",
+        "# TYPE codis_proxy_command_duration_seconds histogram",
+        r#"codis_proxy_command_duration_seconds_bucket{product="codis-demo",cmd="SET",le="+Inf"} 205"#,
+        r#"codis_proxy_command_duration_seconds_count{product="codis-demo",cmd="SET"} 205"#,
+        &format!(
+            r#"codis_proxy_backend_connections_up{{product="codis-demo",addr="{}",role="master"}} 1"#,
+            c.servers[0].addr()
+        ),
+        &format!(
+            r#"codis_proxy_backend_inflight{{product="codis-demo",addr="{}",role="master"}} 0"#,
+            c.servers[0].addr()
+        ),
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
+    let value = |prefix: &str| -> f64 {
+        let l = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        l.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    // the histogram's buckets only grow, and SETs on loopback mostly take under 5 ms
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(r#"codis_proxy_command_duration_seconds_bucket{product="codis-demo",cmd="SET""#))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), codis_proxy::stats::LATENCY_BUCKETS_US.len() + 1);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert!(
+        value(r#"codis_proxy_command_duration_seconds_bucket{product="codis-demo",cmd="SET",le="0.005"}"#) >= 100.0
+    );
+    let backend = format!(
+        r#"codis_proxy_backend_requests_total{{product="codis-demo",addr="{}",role="master"}}"#,
+        c.servers[0].addr()
+    );
+    assert!(value(&backend) >= 205.0, "the server got every SET");
+    let slot = codis_core::slot_of(b"hot");
+    let sampled = value(&format!(r#"codis_proxy_slot_requests_sampled_total{{product="codis-demo",slot="{slot}"}}"#));
+    assert!((128.0..=256.0).contains(&sampled), "200 requests sampled one in 64: {sampled}");
     // every sample line is `name{labels} number`
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = l.rsplit_once(' ').unwrap();
         assert!(series.starts_with("codis_proxy_") && series.ends_with('}'), "{l}");
         assert!(value.parse::<f64>().is_ok(), "{l}");
     }
+}
+
+/// `SLOWLOG` is answered by the proxy from its own log: requests over the threshold,
+/// newest first, long arguments cut as Redis cuts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowlog_of_the_proxy() {
+    let c = Cluster::start_with(1, &[], |cfg| {
+        cfg.slowlog_log_slower_than = 0; // every request
+        cfg.slowlog_max_len = 3;
+    })
+    .await;
+    let mut cl = c.client().await;
+    assert_eq!(cl.cmd(&["CLIENT", "SETNAME", "reporter"]).await.unwrap(), Value::ok());
+    let long = "x".repeat(100);
+    assert_eq!(cl.cmd(&["SET", &long, "v", "EX", "100"]).await.unwrap(), Value::ok());
+    assert_eq!(cl.cmd(&["GET", "k"]).await.unwrap(), Value::Nil);
+    let Value::Array(entries) = cl.cmd(&["SLOWLOG", "GET", "2"]).await.unwrap() else { panic!("not a list") };
+    assert_eq!(entries.len(), 2);
+    let Value::Array(newest) = &entries[0] else { panic!("entry is not a list") };
+    assert_eq!(newest.len(), 6, "id, time, microseconds, arguments, client, name: {newest:?}");
+    assert_eq!(newest[3], Value::Array(vec![Value::bulk("GET"), Value::bulk("k")]));
+    assert!(newest[4].as_str().unwrap().starts_with("127.0.0.1:"), "{:?}", newest[4]);
+    assert_eq!(newest[5], Value::bulk("reporter"));
+    let Value::Array(older) = &entries[1] else { panic!("entry is not a list") };
+    let want = vec![
+        Value::bulk("SET"),
+        Value::bulk(&format!("{}... (60 more bytes)", "x".repeat(40))),
+        Value::bulk("... (3 more arguments)"),
+    ];
+    assert_eq!(older[3], Value::Array(want));
+    assert!(newest[0].as_int().unwrap() > older[0].as_int().unwrap(), "ids grow");
+    assert_eq!(cl.cmd(&["SLOWLOG", "LEN"]).await.unwrap(), Value::Int(3), "kept to slowlog_max_len");
+    assert_eq!(cl.cmd(&["SLOWLOG", "RESET"]).await.unwrap(), Value::ok());
+    // the RESET itself is logged once it is answered
+    assert_eq!(cl.cmd(&["SLOWLOG", "LEN"]).await.unwrap(), Value::Int(1));
+    let e = cl.cmd(&["SLOWLOG", "GET", "x"]).await.unwrap();
+    assert_eq!(e, Value::Error("ERR count should be greater than or equal to -1".into()));
+    assert!(cl.cmd(&["SLOWLOG", "NOPE"]).await.unwrap().as_str().unwrap().contains("SLOWLOG HELP"));
 }

@@ -41,6 +41,7 @@ pub(super) async fn run(
             Ok(stream) => {
                 failures = 0;
                 shared.state.store(UP, Ordering::Relaxed);
+                shared.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(addr = %shared.addr, db = shared.key.db, resp3 = shared.key.resp3, "backend connected");
                 match serve(&stream, &mut rx, &shared, &settings).await {
                     End::Closed => return,
@@ -50,6 +51,7 @@ pub(super) async fn run(
             Err(e) => e,
         };
         failures += 1;
+        shared.inflight.store(0, Ordering::Relaxed);
         *shared.last_error.lock() = err.clone();
         shared.state.store(DOWN, Ordering::Relaxed);
         if shared.private {
@@ -268,6 +270,7 @@ async fn pipeline(
                     if inflight.is_empty() {
                         last_read = Instant::now();
                     }
+                    shared.sent.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
                     out.append(batch.out);
                     inflight.push(batch.replies);
                 }
@@ -288,6 +291,7 @@ async fn pipeline(
                 write_stalled = Some(Instant::now());
             }
         }
+        shared.inflight.store(inflight.len(), Ordering::Relaxed);
         if closing && inflight.is_empty() {
             return End::Closed;
         }
@@ -350,6 +354,7 @@ async fn pipeline(
                     last_read = Instant::now();
                 }
                 for batch in incoming.drain(..) {
+                    shared.sent.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
                     out.append(batch.out);
                     inflight.push(batch.replies);
                 }

@@ -16,7 +16,7 @@
 mod conn;
 mod pubsub;
 
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -116,9 +116,29 @@ struct ConnShared {
     private: bool,
     /// The server's id for this connection (private connections), or -1.
     client_id: AtomicI64,
+    /// Requests written or about to be, not answered yet (published by the connection
+    /// task, which owns the real count, once per loop).
+    inflight: AtomicUsize,
+    /// Requests taken from sessions, and successful connects, since the start.
+    sent: AtomicU64,
+    connects: AtomicU64,
 }
 
 impl ConnShared {
+    fn new(addr: Arc<str>, key: ConnKey, private: bool) -> ConnShared {
+        ConnShared {
+            addr,
+            key,
+            state: AtomicU8::new(CONNECTING),
+            last_error: Mutex::new(String::new()),
+            private,
+            client_id: AtomicI64::new(-1),
+            inflight: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        }
+    }
+
     /// The error for requests that arrive while the backend cannot be reached.
     fn unavailable(&self) -> String {
         format!(
@@ -183,14 +203,7 @@ impl BackendConn {
         private: bool,
     ) -> (BackendConn, tokio::task::AbortHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(ConnShared {
-            addr,
-            key,
-            state: AtomicU8::new(CONNECTING),
-            last_error: Mutex::new(String::new()),
-            private,
-            client_id: AtomicI64::new(-1),
-        });
+        let shared = Arc::new(ConnShared::new(addr, key, private));
         let task = tokio::spawn(conn::run(rx, shared.clone(), settings));
         (BackendConn { handle: ConnHandle { tx, shared } }, task.abort_handle())
     }
@@ -321,6 +334,40 @@ impl BackendPool {
         let conns = self.conns(key);
         let n = conns.len();
         (0..n).map(|i| &conns[(seed + i) % n]).find(|c| c.is_up())
+    }
+}
+
+/// A pool's shared connections at one moment, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub addr: String,
+    pub replica: bool,
+    pub up: usize,
+    pub connecting: usize,
+    pub down: usize,
+    /// Requests sent or queued to be sent, not answered yet.
+    pub inflight: usize,
+    pub sent: u64,
+    pub connects: u64,
+}
+
+impl BackendPool {
+    /// The state of the connections opened so far (private ones excluded: they come
+    /// and go with sessions).
+    pub fn stats(&self, replica: bool) -> PoolStats {
+        let mut st = PoolStats { addr: self.addr.to_string(), replica, ..Default::default() };
+        for conn in self.conns.iter().filter_map(OnceLock::get).flat_map(|c| c.iter()) {
+            let sh = &conn.handle.shared;
+            match sh.state.load(Ordering::Relaxed) {
+                UP => st.up += 1,
+                DOWN => st.down += 1,
+                _ => st.connecting += 1,
+            }
+            st.inflight += sh.inflight.load(Ordering::Relaxed);
+            st.sent += sh.sent.load(Ordering::Relaxed);
+            st.connects += sh.connects.load(Ordering::Relaxed);
+        }
+        st
     }
 }
 

@@ -15,18 +15,16 @@
 use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use codis_resp::{Encoder, ReplyScanner};
-use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::conn::{backoff, connect};
-use super::{BackendSettings, CONNECTING, ConnShared};
+use super::{BackendSettings, ConnShared};
 use crate::io::{OutQueue, read_available};
 
 /// The three pub/sub namespaces of Redis 7.
@@ -165,14 +163,7 @@ async fn run(
     events: mpsc::Sender<LinkEvent>,
 ) {
     // Only AUTH in the handshake: no SELECT (pub/sub ignores databases) and no CLIENT ID.
-    let shared = ConnShared {
-        addr: addr.clone(),
-        key: super::ConnKey { db: 0, resp3: false },
-        state: AtomicU8::new(CONNECTING),
-        last_error: Mutex::new(String::new()),
-        private: false,
-        client_id: AtomicI64::new(-1),
-    };
+    let shared = ConnShared::new(addr.clone(), super::ConnKey { db: 0, resp3: false }, false);
     let mut subs = Subscriptions::default();
     let mut failures = 0u32;
     loop {

@@ -54,6 +54,8 @@ pub enum Handler {
     Scan,
     /// `CLIENT SETNAME/GETNAME/ID/INFO`, answered by the proxy.
     Client,
+    /// `SLOWLOG GET/LEN/RESET`: the proxy's own slow log.
+    Slowlog,
     Hello,
     Reset,
     /// Blocking commands (BLPOP...): on the session's own connection.
@@ -224,7 +226,6 @@ const NOT_ALLOWED: &[&str] = &[
     "SHUTDOWN",
     "SLAVEOF",
     "REPLICAOF",
-    "SLOWLOG",
     "SYNC",
     "ACL",
     "MODULE",
@@ -325,6 +326,7 @@ fn handler_of(name: &str) -> Handler {
         "DBSIZE" | "RANDOMKEY" | "KEYS" | "FLUSHDB" | "FLUSHALL" | "SCRIPT" | "FUNCTION" => Handler::Broadcast,
         "SCAN" => Handler::Scan,
         "CLIENT" => Handler::Client,
+        "SLOWLOG" => Handler::Slowlog,
         "HELLO" => Handler::Hello,
         "RESET" => Handler::Reset,
         "WAIT" => Handler::Wait,

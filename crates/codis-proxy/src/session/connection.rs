@@ -181,6 +181,55 @@ impl Session {
         self.reply_now(cmd.id, start, out.freeze(), false)
     }
 
+    /// `SLOWLOG GET [count] | LEN | RESET | HELP` on the proxy's own slow log (see
+    /// [`crate::slowlog`]); one proxy's, not the servers' (those are in their own).
+    pub(super) fn slowlog(&mut self, cmd: &'static Command, req: &RequestRef<'_>, start: Instant) {
+        let sub = req.get(1).unwrap_or_default().to_ascii_uppercase();
+        let log = &self.shared.slowlog;
+        let reply = match (&sub[..], req.argc()) {
+            (b"GET", 2) => log.reply(10),
+            (b"GET", 3) => match std::str::from_utf8(req.arg(2)).ok().and_then(|s| s.parse::<i64>().ok()) {
+                Some(n) if n >= -1 => log.reply(n),
+                _ => return self.fail(cmd, start, "ERR count should be greater than or equal to -1"),
+            },
+            (b"LEN", 2) => {
+                let mut out = BytesMut::new();
+                out.put_integer(log.len() as i64);
+                out.freeze()
+            }
+            (b"RESET", 2) => {
+                log.reset();
+                Bytes::from_static(b"+OK\r\n")
+            }
+            (b"HELP", 2) => {
+                let mut out = BytesMut::new();
+                let lines: [&[u8]; 4] = [
+                    b"SLOWLOG GET [<count>] -- the newest entries of codis-proxy's slow log (-1 for all)",
+                    b"SLOWLOG LEN -- entries in the log",
+                    b"SLOWLOG RESET -- empties the log",
+                    b"Requests slower than slowlog_log_slower_than microseconds (proxy.toml) are kept, from request to reply.",
+                ];
+                out.put_array_len(lines.len());
+                for l in lines {
+                    out.put_simple(l);
+                }
+                out.freeze()
+            }
+            (b"GET" | b"LEN" | b"RESET" | b"HELP", _) => {
+                let name = format!("slowlog|{}", String::from_utf8_lossy(&sub).to_ascii_lowercase());
+                return self.fail(cmd, start, &arity_error(&name));
+            }
+            _ => {
+                let msg = format!(
+                    "ERR unknown subcommand '{}'. Try SLOWLOG HELP.",
+                    String::from_utf8_lossy(req.get(1).unwrap_or(b""))
+                );
+                return self.fail(cmd, start, &msg);
+            }
+        };
+        self.reply_now(cmd.id, start, reply, false)
+    }
+
     /// `RESET`: back to a fresh connection's state (database 0, no name, no
     /// transaction or WATCH, and logged out when the proxy has a password).
     pub(super) fn reset(&mut self, cmd: &Command, req: RequestRef<'_>, start: Instant) {

@@ -27,6 +27,9 @@ pub(super) enum Target {
 
 impl Session {
     pub(super) fn dispatch_request(&mut self, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
+        if self.shared.slowlog.enabled() {
+            self.pending.summary = crate::slowlog::Summary::of(&req);
+        }
         let cmd = command::lookup(req.arg(0));
         if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit | Handler::Hello | Handler::Reset) {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
@@ -117,6 +120,7 @@ impl Session {
             Handler::Broadcast => self.broadcast(cmd, req, start, table),
             Handler::Scan => self.scan(cmd, req, start, table),
             Handler::Client => self.client(cmd, &req, start, table),
+            Handler::Slowlog => self.slowlog(cmd, &req, start),
             Handler::Hello => self.hello(cmd, &req, start),
             Handler::Reset => self.reset(cmd, req, start),
             Handler::Blocking => self.blocking(cmd, req, start, table),

@@ -46,6 +46,9 @@ const IDLE_RECV_KEEP: usize = 32 << 10;
 /// Serves one client until it quits, errs or the proxy shuts down.
 pub async fn serve<C: Conn>(conn: C, shared: Arc<Shared>) {
     let mut session = Session::new(shared);
+    if session.shared.slowlog.enabled() {
+        session.peer = conn.peer().into();
+    }
     session.run(&conn).await;
     session.finish();
 }
@@ -97,6 +100,8 @@ struct Session {
     delayed: Vec<(Instant, u64, u32, Box<migrate::Migration>)>,
     seed: usize,
     last_request: Instant,
+    /// The client's address, for the slow log (only looked up when the log is on).
+    peer: Box<str>,
 }
 
 impl Session {
@@ -134,6 +139,7 @@ impl Session {
             delayed: Vec::new(),
             seed,
             last_request: Instant::now(),
+            peer: Box::default(),
             shared,
         }
     }
@@ -307,12 +313,9 @@ impl Session {
                         if let Some(entry) = self.pending.take_front_if_waiting(d.seq) {
                             let now = *now.get_or_insert_with(StdInstant::now);
                             let redis_error = !d.proxy_error && bytes.first() == Some(&b'-');
-                            self.stats.record(
-                                entry.cmd,
-                                now.saturating_duration_since(entry.start),
-                                d.proxy_error,
-                                redis_error,
-                            );
+                            let elapsed = now.saturating_duration_since(entry.start);
+                            self.stats.record(entry.cmd, elapsed, d.proxy_error, redis_error);
+                            self.log_if_slow(&entry, elapsed);
                             self.out.push_slice(bytes);
                         } else {
                             let reply = data.slice(start as usize..end as usize);
@@ -347,12 +350,20 @@ impl Session {
         }
     }
 
+    fn log_if_slow(&self, entry: &pending::Entry, elapsed: std::time::Duration) {
+        if self.shared.slowlog.is_slow(elapsed) {
+            self.shared.slowlog.push(&entry.summary, elapsed, &self.peer, self.name.as_ref());
+        }
+    }
+
     /// Writes out every answered request at the front of the pipeline.
     fn drain_ready(&mut self, now: &mut Option<StdInstant>) {
         while let Some((entry, reply, proxy_error)) = self.pending.pop_ready() {
             let now = *now.get_or_insert_with(StdInstant::now);
             let redis_error = !proxy_error && reply.first() == Some(&b'-');
-            self.stats.record(entry.cmd, now.saturating_duration_since(entry.start), proxy_error, redis_error);
+            let elapsed = now.saturating_duration_since(entry.start);
+            self.stats.record(entry.cmd, elapsed, proxy_error, redis_error);
+            self.log_if_slow(&entry, elapsed);
             self.out.push(&reply);
         }
     }

@@ -13,6 +13,7 @@ use codis_resp::{Encoder, ReplyKind, ReplyView, parse_integer};
 use super::migrate::Migration;
 use crate::command::Merge;
 use crate::reply::error_reply;
+use crate::slowlog::Summary;
 
 pub(crate) enum State {
     /// Answered; `proxy_error` marks errors the proxy made up.
@@ -50,6 +51,8 @@ pub(crate) struct Entry {
     pub cmd: u16,
     pub start: Instant,
     pub state: State,
+    /// What the slow log shows if the request turns out slow.
+    pub summary: Summary,
 }
 
 /// The parts of one split command and how to put their replies back together.
@@ -218,6 +221,8 @@ pub(crate) struct Pending {
     /// Sequence number of `entries[0]`.
     base: u64,
     entries: VecDeque<Entry>,
+    /// The summary of the request being dispatched, given to the entries it makes.
+    pub summary: Summary,
 }
 
 impl Pending {
@@ -236,7 +241,7 @@ impl Pending {
 
     pub fn push(&mut self, cmd: u16, start: Instant, state: State) -> u64 {
         let seq = self.next_seq();
-        self.entries.push_back(Entry { cmd, start, state });
+        self.entries.push_back(Entry { cmd, start, state, summary: self.summary });
         seq
     }
 
