@@ -36,6 +36,7 @@ pub fn routes(topom: Arc<Topom>) -> Router {
         .route("/topom/model", get(model))
         .route("/topom/stats", get(stats))
         .route("/topom/slots", get(slots))
+        .route("/metrics", get(metrics))
         .route("/api/topom/model", get(model))
         .route("/api/topom/xping/{xauth}", get(xping))
         .route("/api/topom/stats/{xauth}", get(stats_auth))
@@ -142,6 +143,12 @@ async fn overview(State(t): S) -> Response {
 
 async fn model(State(t): S) -> Response {
     json(t.model())
+}
+
+/// `/metrics` for Prometheus (no credentials, like `/topom/stats`).
+async fn metrics(State(t): S) -> Response {
+    let body = t.prometheus().await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn stats(State(t): S) -> Response {

@@ -285,6 +285,29 @@ async fn migrate_and_rebalance(backend: Backend, name: &str, module: bool) {
         assert!(p["finished_at"].as_u64().unwrap() >= p["started"].as_u64().unwrap(), "{p}");
     }
     assert_eq!(stats["group"]["modes"][c.servers[0].addr()], if module { "codis-slots" } else { "stock" });
+
+    // the same in /metrics: every finished slot counted, slots per group, servers up
+    let text = c.http.get(format!("http://{}/metrics", c.dashboard.admin_addr)).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    let product = &c.dashboard.topom.config.product_name;
+    let value = |series: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    let moved = 512 + plan.as_object().unwrap().len();
+    assert_eq!(value(&format!("codis_dashboard_slots_migrated_total{{product=\"{product}\"}}")), moved as f64);
+    assert!(value(&format!("codis_dashboard_keys_migrated_total{{product=\"{product}\"}}")) >= keys as f64 / 2.0);
+    for gid in 1..=3 {
+        let n = value(&format!("codis_dashboard_slots{{product=\"{product}\",group=\"{gid}\"}}"));
+        assert!((341.0..=342.0).contains(&n), "group {gid}: {n}");
+    }
+    assert!(!text.contains("codis_dashboard_slot_actions{"), "no migration left");
+    assert_eq!(value(&format!("codis_dashboard_active{{product=\"{product}\"}}")), 1.0);
+    for s in &c.servers {
+        let series = format!("codis_dashboard_server_up{{product=\"{product}\",group=");
+        let line = text.lines().find(|l| l.starts_with(&series) && l.contains(&format!("addr=\"{}\"", s.addr())));
+        assert!(line.is_some_and(|l| l.ends_with(" 1")), "{} up in\n{text}", s.addr());
+    }
 }
 
 async fn a_second_dashboard_is_refused_and_a_restart_resumes_migrations(backend: Backend) {

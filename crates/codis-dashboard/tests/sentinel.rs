@@ -486,6 +486,20 @@ async fn manual_promote_repoints_every_replica_and_the_sentinels() {
     assert!(!ha.dashboard().topom.cache().await.sentinel.out_of_sync);
     let stats = ha.get("/topom/stats").await.unwrap();
     assert_eq!(stats["group"]["states"]["1"]["last_failover"]["kind"], "promote");
+    let product = ha.config.product_name.clone();
+    let url = format!("http://{}/metrics", ha.dashboard().admin_addr);
+    let text = wait_until("the group consistent again in /metrics", Duration::from_secs(20), || async {
+        let text = ha.http.get(&url).send().await.ok()?.text().await.ok()?;
+        text.contains(&format!("codis_dashboard_group_consistent{{product=\"{product}\",group=\"1\"}} 1"))
+            .then_some(text)
+    })
+    .await;
+    let want = format!("codis_dashboard_failovers_total{{product=\"{product}\",group=\"1\",kind=\"promote\"}} 1");
+    assert!(text.lines().any(|l| l == want), "no {want} in\n{text}");
+    for s in &ha.sentinels {
+        let want = format!("codis_dashboard_sentinel_up{{product=\"{product}\",addr=\"{}\"}} 1", s.addr());
+        assert!(text.lines().any(|l| l == want), "no {want} in\n{text}");
+    }
     ha.dashboard().topom.close().await.unwrap();
 }
 

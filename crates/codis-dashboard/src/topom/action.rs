@@ -518,8 +518,10 @@ impl Topom {
         self.put_slots(&mut cache, done).await?;
         self.resync(&cache, sids).await?;
         let mut progress = self.action.progress.lock();
+        self.action.slots_migrated.fetch_add(sids.len() as u64, Ordering::Relaxed);
         for &sid in sids {
             if let Some(p) = progress.get_mut(&sid) {
+                self.action.keys_moved.fetch_add(p.moved, Ordering::Relaxed);
                 p.state = action::FINISHED.into();
                 p.error = None;
                 p.remaining = Some(0);

@@ -14,6 +14,7 @@ mod action;
 pub mod context;
 mod group;
 mod lease;
+mod metrics;
 mod proxy;
 mod replication;
 mod sentinel;
@@ -76,6 +77,10 @@ pub struct ActionControl {
     pub status: parking_lot::Mutex<String>,
     /// Progress of every slot migrating now or recently.
     pub progress: parking_lot::Mutex<BTreeMap<i64, SlotProgress>>,
+    /// Slots whose migration finished, and the keys they moved, since the start (for
+    /// `/metrics`).
+    pub slots_migrated: std::sync::atomic::AtomicU64,
+    pub keys_moved: std::sync::atomic::AtomicU64,
 }
 
 pub struct Topom {

@@ -56,6 +56,8 @@ pub(super) struct HaState {
     /// When trouble with a group's master was first seen (unix ms).
     pub trouble_since: HashMap<i64, u64>,
     pub failovers: BTreeMap<i64, Failover>,
+    /// Failovers since the start, by group and kind (`sentinel`, `promote`).
+    pub failover_counts: BTreeMap<(i64, &'static str), u64>,
     /// Replicas seen not following their master, since when (unix ms).
     pub astray_since: HashMap<String, u64>,
     /// Masters elected by the sentinels that are not in their group (warned about once).
@@ -379,6 +381,7 @@ impl Topom {
             duration_ms,
             consistent_at: None,
         };
+        *ha.failover_counts.entry((gid, kind)).or_default() += 1;
         ha.failovers.insert(gid, f);
     }
 
