@@ -191,7 +191,7 @@ async fn shutdown(State(t): S, Path(xauth): Path<String>) -> Response {
 }
 
 async fn loglevel(State(t): S, Path((xauth, value)): Path<(String, String)>) -> Response {
-    authed(&t, &xauth, || async { crate::logging::set_level(&value).map_err(TopomError::msg) }).await
+    authed(&t, &xauth, || async { codis_log::set_level(&value).map_err(TopomError::msg) }).await
 }
 
 async fn proxy_create(State(t): S, Path((xauth, addr)): Path<(String, String)>) -> Response {

@@ -6,7 +6,6 @@
 
 pub mod api;
 pub mod config;
-pub mod logging;
 pub mod proxy_client;
 pub mod topom;
 

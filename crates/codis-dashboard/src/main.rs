@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use codis_dashboard::Dashboard;
 use codis_dashboard::config::{Config, DEFAULT_CONFIG};
-use codis_dashboard::{Dashboard, logging};
 
 #[derive(Parser, Debug)]
 #[command(name = "codis-dashboard", version, about = "Cluster manager of codis-rs (Codis 3.2 compatible)")]
@@ -22,6 +22,9 @@ struct Args {
     /// Log level: error, warn, info or debug.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
+    /// Log lines as text, or as JSON objects (one per line) for log shippers.
+    #[arg(long = "log-format", default_value = "text")]
+    log_format: codis_log::Format,
     /// Address to advertise when admin_addr listens on 0.0.0.0.
     #[arg(long = "host-admin")]
     host_admin: Option<String>,
@@ -63,7 +66,7 @@ fn main() -> Result<()> {
         println!("{DEFAULT_CONFIG}");
         return Ok(());
     }
-    logging::init(&args.log_level, args.log.as_deref())?;
+    codis_log::init(&args.log_level, args.log.as_deref(), args.log_format)?;
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use codis_fe::{Config, Fe, Source};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
 #[command(name = "codis-fe", version, about = "Web console of codis-rs (Codis 3.2 compatible routes)")]
@@ -60,6 +59,9 @@ struct Args {
     /// Log level: error, warn, info or debug.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
+    /// Log lines as text, or as JSON objects (one per line) for log shippers.
+    #[arg(long = "log-format", default_value = "text")]
+    log_format: codis_log::Format,
     /// Write the process id to this file (removed on exit).
     #[arg(long)]
     pidfile: Option<PathBuf>,
@@ -67,23 +69,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_new(args.log_level.to_ascii_lowercase())
-        .with_context(|| format!("invalid --log-level {:?}: use error, warn, info or debug", args.log_level))?;
-    match &args.log {
-        Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .init();
-        }
-        None => tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
-    }
+    codis_log::init(&args.log_level, args.log.as_deref(), args.log_format)?;
     let mut product_auth = HashMap::new();
     for pa in &args.product_auth {
         let Some((name, secret)) = pa.split_once('=') else {

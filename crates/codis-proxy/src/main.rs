@@ -12,9 +12,6 @@ use codis_core::models::Slot;
 use codis_proxy::config::{Config, DEFAULT_CONFIG};
 use codis_proxy::discovery::{Retry, dashboard_from_coordinator, online_with_dashboard};
 use codis_proxy::proxy::{LogControl, Options, Proxy};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::prelude::*;
-use tracing_subscriber::reload;
 
 #[derive(Parser, Debug)]
 #[command(name = "codis-proxy", version, about = "RESP proxy of codis-rs (Codis 3.2 compatible)")]
@@ -34,6 +31,9 @@ struct Args {
     /// Log level: error, warn, info or debug.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
+    /// Log lines as text, or as JSON objects (one per line) for log shippers.
+    #[arg(long = "log-format", default_value = "text")]
+    log_format: codis_log::Format,
     /// Address to advertise for the admin API when admin_addr listens on 0.0.0.0.
     #[arg(long = "host-admin")]
     host_admin: Option<String>,
@@ -88,7 +88,8 @@ fn main() -> Result<()> {
         println!("{DEFAULT_CONFIG}");
         return Ok(());
     }
-    let log_control = init_logging(&args)?;
+    codis_log::init(&args.log_level, args.log.as_deref(), args.log_format)?;
+    let log_control: LogControl = Box::new(codis_log::set_level);
     if let Some(n) = args.ulimit {
         ensure_nofile(n)?;
     }
@@ -191,44 +192,6 @@ fn read_slots(path: &PathBuf) -> Result<Vec<Slot>> {
             path.display()
         )
     })
-}
-
-/// Maps Codis level names to a tracing filter.
-fn filter_for(level: &str) -> Result<EnvFilter, String> {
-    let level = match level.to_ascii_lowercase().as_str() {
-        "error" => "error",
-        "warn" | "warning" => "warn",
-        "info" => "info",
-        "debug" => "debug",
-        "none" => "off",
-        other => {
-            return Err(format!("invalid log level {other:?}: use error, warn, info, debug or none"));
-        }
-    };
-    EnvFilter::try_new(level).map_err(|e| e.to_string())
-}
-
-fn init_logging(args: &Args) -> Result<LogControl> {
-    let filter = filter_for(&args.log_level).map_err(anyhow::Error::msg)?;
-    let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    match &args.log {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
-            registry
-                .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file)))
-                .init();
-        }
-        None => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init(),
-    }
-    Ok(Box::new(move |level: &str| {
-        let f = filter_for(level)?;
-        handle.reload(f).map_err(|e| e.to_string())
-    }))
 }
 
 /// Raises the open-files limit to `want` if the hard limit allows, else fails.

@@ -68,6 +68,7 @@ async fn static_mode_serves_without_a_dashboard() {
         .arg(&pidfile)
         .arg("--log")
         .arg(dir.join("proxy.log"))
+        .args(["--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -92,4 +93,10 @@ async fn static_mode_serves_without_a_dashboard() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(!pidfile.exists());
+    // --log-format json: one object per line, with the level and the event's fields
+    let log = std::fs::read_to_string(dir.join("proxy.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{log}");
+    assert!(lines.iter().any(|l| l["message"].is_string()), "{log}");
 }
