@@ -291,16 +291,7 @@ impl Worker {
 
     async fn get(&mut self, i: usize) {
         let key = self.counters[i].key.clone();
-        let v = self.call(&["GET", &key]).await;
-        let v = match self.ok(v) {
-            Some(Value::Nil) => 0,
-            Some(Value::Bulk(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(-1),
-            _ => {
-                self.tally.reads_failed += 1;
-                return;
-            }
-        };
-        self.tally.reads_ok += 1;
+        let Some(v) = self.read_number(&["GET", &key]).await else { return };
         let c = &self.counters[i];
         if v < c.acked {
             let (slot, acked_at, acked) = (c.slot, c.acked_at, c.acked);
@@ -330,16 +321,8 @@ impl Worker {
 
     async fn last(&mut self, i: usize) {
         let key = self.lists[i].key.clone();
-        let v = self.call(&["LINDEX", &key, "-1"]).await;
-        let last = match self.ok(v) {
-            Some(Value::Nil) => 0,
-            Some(Value::Bulk(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-            _ => {
-                self.tally.reads_failed += 1;
-                return;
-            }
-        };
-        self.tally.reads_ok += 1;
+        let Some(last) = self.read_number(&["LINDEX", &key, "-1"]).await else { return };
+        let last = last.max(0) as u64;
         let l = &self.lists[i];
         if let Some(&(want, acked_at)) = l.acked.last()
             && last < want
@@ -373,16 +356,8 @@ impl Worker {
 
     async fn hget(&mut self, i: usize, f: usize) {
         let key = self.hashes[i].key.clone();
-        let v = self.call(&["HGET", &key, &format!("f{f}")]).await;
-        let got: u64 = match self.ok(v) {
-            Some(Value::Nil) => 0,
-            Some(Value::Bulk(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
-            _ => {
-                self.tally.reads_failed += 1;
-                return;
-            }
-        };
-        self.tally.reads_ok += 1;
+        let Some(got) = self.read_number(&["HGET", &key, &format!("f{f}")]).await else { return };
+        let got = got.max(0) as u64;
         let (slot, field) = (self.hashes[i].slot, &self.hashes[i].fields[f]);
         if got < field.acked {
             let (acked, acked_at) = (field.acked, field.acked_at);
@@ -391,6 +366,22 @@ impl Worker {
                 self.hashes[i].fields[f].acked = got;
             }
         }
+    }
+
+    /// A read of one of our numbers: nil is 0, something else than a number -1; `None`
+    /// (counted as a failed read) when the read failed.
+    async fn read_number(&mut self, args: &[&str]) -> Option<i64> {
+        let v = self.call(args).await;
+        let n = match self.ok(v) {
+            Some(Value::Nil) => 0,
+            Some(Value::Bulk(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(-1),
+            _ => {
+                self.tally.reads_failed += 1;
+                return None;
+            }
+        };
+        self.tally.reads_ok += 1;
+        Some(n)
     }
 
     /// A write reply showed `gone` acknowledged writes vanished.
