@@ -119,6 +119,7 @@ const REDIS_ARGS: [&str; 4] = ["--repl-diskless-sync-delay", "0", "--repl-ping-r
 impl Cluster {
     pub async fn start(shape: &Shape) -> Result<Cluster> {
         let (proxy_bin, dashboard_bin) = (binary("codis-proxy")?, binary("codis-dashboard")?);
+        eprintln!("chaos: running {} and {}", proxy_bin.display(), dashboard_bin.display());
         let dir = std::env::temp_dir().join(format!("codis-chaos-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir)?;
         let coordinator = Coordinator::start(Backend::Etcd);

@@ -21,7 +21,8 @@ pub enum Fault {
     RestartDashboard,
     /// SIGKILL a group's master; sentinels fail over; the old master comes back as a replica.
     KillMaster,
-    /// SIGSTOP the coordinator (etcd) for a while, then SIGCONT.
+    /// SIGSTOP the coordinator (etcd), then SIGCONT: every other time for less than the
+    /// dashboard's lease, else for longer (the dashboard loses its lock and takes it back).
     PauseCoordinator,
 }
 
@@ -69,13 +70,13 @@ pub struct Injector {
     pub start: Instant,
     /// How many faults of each kind ran: picks the next proxy, master, target group.
     rounds: std::collections::HashMap<Fault, usize>,
-    /// How long the coordinator stays frozen (below the dashboard's lease).
-    pub pause: Duration,
+    /// The dashboard's lease: the coordinator stays frozen for less, or for more.
+    pub lease: Duration,
 }
 
 impl Injector {
-    pub fn new(start: Instant, pause: Duration) -> Injector {
-        Injector { start, rounds: Default::default(), pause }
+    pub fn new(start: Instant, lease: Duration) -> Injector {
+        Injector { start, rounds: Default::default(), lease }
     }
 
     pub async fn inject(&mut self, c: &mut Cluster, shared: &Shared, fault: Fault) -> Result<Record> {
@@ -110,15 +111,20 @@ impl Injector {
             }
             Fault::KillMaster => kill_master(c, shared, round, t0).await?,
             Fault::PauseCoordinator => {
+                let pause = if round.is_multiple_of(2) {
+                    self.lease.saturating_sub(Duration::from_secs(2)).max(Duration::from_secs(1))
+                } else {
+                    self.lease + Duration::from_secs(2)
+                };
                 c.coordinator.pause();
-                tokio::time::sleep(self.pause).await;
+                tokio::time::sleep(pause).await;
                 c.coordinator.resume();
                 let resumed = Instant::now();
                 poll("the dashboard to write to the coordinator again", || async {
                     c.dashboard_writes().await.then_some(())
                 })
                 .await?;
-                (format!("etcd frozen {:?}; heal counted from SIGCONT", self.pause), resumed.elapsed(), None)
+                (format!("etcd frozen {pause:?}; heal counted from SIGCONT"), resumed.elapsed(), None)
             }
         };
         for i in 0..c.proxies.len() {

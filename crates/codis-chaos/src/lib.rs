@@ -1,7 +1,7 @@
 //! Consistency checker: clients write versions they can recognise through the proxies
 //! ([`workload`]) while a loop injects faults one after another ([`faults`]): slot
 //! migrations, rebalances, kill -9 of proxies, of the dashboard and of group masters
-//! (sentinel failover), a frozen coordinator. At the end every key is read back.
+//! (sentinel failover), a coordinator frozen for less or more than the dashboard's lease. At the end every key is read back.
 //!
 //! The [`Report`] counts acknowledged writes lost (split into those a master crash
 //! explains, since replication is asynchronous, and the rest), stale reads, writes
@@ -89,8 +89,7 @@ pub async fn run_with(opts: Options, meddle: impl AsyncFnOnce(&Cluster)) -> Resu
         .map(|i| tokio::spawn(Worker::new(i, opts.keys, opts.seed, shared.clone()).run(opts.pause)))
         .collect();
     let t0 = Instant::now();
-    let pause = Duration::from_secs(opts.shape.lease_s.saturating_sub(2).max(1));
-    let mut injector = Injector::new(t0, pause);
+    let mut injector = Injector::new(t0, Duration::from_secs(opts.shape.lease_s));
     let mut faults = Vec::new();
     let outcome: Result<()> = async {
         for (n, fault) in opts.cycle.iter().copied().cycle().enumerate() {
