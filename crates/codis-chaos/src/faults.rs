@@ -175,12 +175,13 @@ async fn kill_master(
     for (sid, g, _) in c.slots().await? {
         owned[sid] = g == gid;
     }
+    c.groups[gi].servers[si].kill();
+    // Taken once the process is reaped: it acknowledged nothing after this.
     shared
         .crashes
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(Crash { at: Instant::now(), slots: Arc::new(owned) });
-    c.groups[gi].servers[si].kill();
     let new = poll("the dashboard to promote a replica", || async {
         let m = c.masters().await.ok()?;
         m.into_iter().find(|(g, a)| *g == gid && *a != master && !a.is_empty()).map(|(_, a)| a)

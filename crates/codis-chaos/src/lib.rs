@@ -163,9 +163,10 @@ impl fmt::Display for Report {
         writeln!(f, "acknowledged writes lost: {} (not explained by a master crash)", t.lost)?;
         writeln!(
             f,
-            "acknowledged writes lost to master crashes: {} (acknowledged < {:?} before a kill -9 of their master: asynchronous replication)",
+            "acknowledged writes lost to master crashes: {} (acknowledged less than {:?} before a kill -9 of their master, or read up to {:?} after: asynchronous replication)",
             t.lost_to_crash,
-            workload::CRASH_WINDOW
+            workload::CRASH_WINDOW,
+            workload::REPLY_GRACE
         )?;
         writeln!(f, "stale reads: {}; writes applied twice: {}", t.stale_reads, t.duplicated)?;
         writeln!(f, "client errors by kind:")?;

@@ -5,7 +5,9 @@
 //! - a value below the last acknowledged one is a *rollback*: acknowledged writes are
 //!   gone. It is explained when a master of the key's slot was killed (SIGKILL) within
 //!   [`CRASH_WINDOW`] after the write was acknowledged, since replication is
-//!   asynchronous; otherwise it is a lost write (reads) or a stale read.
+//!   asynchronous (the kill's time is taken once the process is gone, and a reply
+//!   still on its way may reach the client up to [`REPLY_GRACE`] later); otherwise it
+//!   is a lost write (reads) or a stale read.
 //! - a counter above the last acknowledged value plus the writes that failed is a
 //!   write applied twice.
 
@@ -21,10 +23,14 @@ use codis_core::slot_of;
 /// replica's lag on a loaded 2-core machine stays far below this.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(3);
 
+/// How long after a master died one of its replies may still be read by a client.
+pub const REPLY_GRACE: Duration = Duration::from_secs(1);
+
 /// A request that gets no reply within this is counted as failed (and its connection dropped).
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A master killed at `at` while its group served the slots marked in `slots`.
+/// A master that was gone (killed and reaped) at `at`, while its group served the
+/// slots marked in `slots`.
 #[derive(Clone)]
 pub struct Crash {
     pub at: Instant,
@@ -33,6 +39,8 @@ pub struct Crash {
 
 /// What the harness shares with the clients.
 pub struct Shared {
+    /// When the run started (findings say when they were seen).
+    pub start: Instant,
     pub proxies: Vec<String>,
     pub stop: AtomicBool,
     pub crashes: Mutex<Vec<Crash>>,
@@ -40,16 +48,16 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(proxies: Vec<String>) -> Shared {
-        Shared { proxies, stop: AtomicBool::new(false), crashes: Mutex::new(Vec::new()) }
+        Shared { start: Instant::now(), proxies, stop: AtomicBool::new(false), crashes: Mutex::new(Vec::new()) }
     }
 
     /// Whether a master crash can explain losing a write to `slot` acknowledged at `acked_at`.
     fn crash_explains(&self, slot: u16, acked_at: Instant) -> bool {
-        self.crashes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .any(|c| c.slots[slot as usize] && c.at >= acked_at && c.at - acked_at <= CRASH_WINDOW)
+        self.crashes.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|c| {
+            c.slots[slot as usize]
+                && acked_at <= c.at + REPLY_GRACE
+                && c.at.saturating_duration_since(acked_at) <= CRASH_WINDOW
+        })
     }
 }
 
@@ -70,7 +78,7 @@ pub struct Tally {
     pub duplicated: u64,
     /// Client-visible errors by kind (addresses and numbers masked).
     pub errors: BTreeMap<String, u64>,
-    /// The first few findings, described.
+    /// The first few findings, described (with when, for the stream checks).
     pub findings: Vec<String>,
 }
 
@@ -88,14 +96,15 @@ impl Tally {
             *self.errors.entry(k.clone()).or_default() += v;
         }
         for f in &o.findings {
-            if self.findings.len() < 20 {
+            if self.findings.len() < 40 {
                 self.findings.push(f.clone());
             }
         }
     }
 
+    /// Keeps the first few of each client (so that the report shows several clients').
     fn finding(&mut self, f: String) {
-        if self.findings.len() < 20 {
+        if self.findings.len() < 5 {
             self.findings.push(f);
         }
     }
@@ -390,7 +399,7 @@ impl Worker {
             self.tally.lost_to_crash += gone;
         } else {
             self.tally.lost += gone;
-            self.tally.finding(format!("lost: {what}"));
+            self.tally.finding(format!("[{:.1?}] lost: {what}", self.shared.start.elapsed()));
         }
     }
 
@@ -403,7 +412,7 @@ impl Worker {
             true
         } else {
             self.tally.stale_reads += 1;
-            self.tally.finding(format!("stale read: {what}"));
+            self.tally.finding(format!("[{:.1?}] stale read: {what}", self.shared.start.elapsed()));
             false
         }
     }
@@ -526,7 +535,8 @@ mod tests {
         shared.crashes.lock().unwrap().push(Crash { at: t0 + Duration::from_secs(1), slots: Arc::new(slots) });
         assert!(shared.crash_explains(7, t0));
         assert!(!shared.crash_explains(8, t0), "another group's slot");
-        assert!(!shared.crash_explains(7, t0 + Duration::from_secs(2)), "acknowledged after the crash");
+        assert!(shared.crash_explains(7, t0 + Duration::from_millis(1500)), "a reply still on its way");
+        assert!(!shared.crash_explains(7, t0 + Duration::from_secs(3)), "acknowledged after the crash");
         assert!(!shared.crash_explains(7, t0 - CRASH_WINDOW), "acknowledged long before the crash");
     }
 }
