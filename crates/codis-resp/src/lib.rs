@@ -10,6 +10,8 @@
 
 mod encode;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod reply;
 mod request;
 

@@ -12,6 +12,8 @@ mod table;
 
 use std::sync::LazyLock;
 
+use codis_resp::RequestRef;
+
 pub use spec::CommandSpec;
 
 use crate::backend::SubKind;
@@ -73,6 +75,145 @@ pub enum Handler {
     Publish,
     /// `PUBSUB`: by channel, or on every group master.
     Pubsub,
+}
+
+/// Why the proxy refuses a request whatever the slot table says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An HTTP request line or header (`POST`, `Host:`) sent to the RESP port: the
+    /// session answers once and closes.
+    Http,
+    /// A command the proxy does not serve (server administration, replication, ...).
+    NotAllowed(String),
+    /// Wrong number of arguments, named as Redis names it (`get`, `client|setname`).
+    Arity(&'static str),
+    /// A form that describes one server (`MEMORY STATS`): only the keyed forms are served.
+    KeyedOnly(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Http => write!(f, "ERR HTTP requests are not accepted on the RESP port, closing"),
+            Refusal::NotAllowed(name) => write!(f, "ERR handle request, command '{name}' is not allowed"),
+            Refusal::Arity(name) => f.write_str(&arity_error(name)),
+            Refusal::KeyedOnly(form) => write!(
+                f,
+                "ERR '{form}' describes one redis-server: run it on the servers (the proxy serves the forms with a key)"
+            ),
+        }
+    }
+}
+
+pub fn arity_error(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase())
+}
+
+/// The spec that describes `req`: the subcommand's for container commands.
+pub fn resolve_spec(cmd: &Command, req: &RequestRef<'_>) -> Option<&'static CommandSpec> {
+    let spec = cmd.spec?;
+    if spec.subcommands.is_empty() {
+        return Some(spec);
+    }
+    req.get(1).and_then(|a| spec.subcommand(a))
+}
+
+/// Whether the proxy refuses `req` outright (checked before any routing).
+pub fn refusal(cmd: &Command, req: &RequestRef<'_>) -> Option<Refusal> {
+    if cmd.is_not_allowed() {
+        if matches!(cmd.name, "POST" | "HOST:") {
+            return Some(Refusal::Http);
+        }
+        return Some(Refusal::NotAllowed(String::from_utf8_lossy(req.arg(0)).to_ascii_uppercase()));
+    }
+    if let Some(spec) = cmd.spec
+        && !spec.arity_ok(req.argc())
+    {
+        return Some(Refusal::Arity(spec.name));
+    }
+    if cmd.is_keyed_only() && resolve_spec(cmd, req).is_none_or(|s| s.keys.is_empty() && s.name != "HELP") {
+        let sub = String::from_utf8_lossy(req.get(1).unwrap_or_default()).to_ascii_uppercase();
+        return Some(Refusal::KeyedOnly(format!("{} {sub}", cmd.name)));
+    }
+    None
+}
+
+/// The decision the proxy takes for a request before it looks at the slot table: for
+/// the router's fuzz target and its tests (the session takes the same steps inline,
+/// without building this).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Refused(Refusal),
+    /// Served by the handler, with the key arguments and their slots, in spec order.
+    Handled {
+        handler: Handler,
+        keys: Vec<(usize, u16)>,
+    },
+}
+
+#[doc(hidden)]
+pub fn route(req: &RequestRef<'_>) -> Route {
+    let cmd = lookup(req.arg(0));
+    if let Some(r) = refusal(cmd, req) {
+        return Route::Refused(r);
+    }
+    let mut keys = Vec::new();
+    if let Some(spec) = resolve_spec(cmd, req) {
+        spec.for_each_key(req.argc(), |i| req.get(i), |i| keys.push((i, codis_core::slot_of(req.arg(i)))));
+    }
+    Route::Handled { handler: cmd.handler, keys }
+}
+
+/// The router fuzz target's checks (`fuzz/fuzz_targets/router.rs`), shared with the
+/// test that replays its corpus.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Arguments from fuzz bytes: split on NUL; when the first byte is below 0xF0 it
+    /// picks a real command name (so the fuzzer reaches every key spec) and the rest
+    /// are the arguments.
+    pub fn args_of(data: &[u8]) -> Vec<Vec<u8>> {
+        let Some((&pick, rest)) = data.split_first() else { return Vec::new() };
+        let mut args: Vec<Vec<u8>> = rest.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+        if pick < 0xF0 {
+            let name = name_of((pick as usize % count()) as u16).as_bytes();
+            let name = if pick & 1 == 0 { name.to_vec() } else { name.to_ascii_lowercase() };
+            args.insert(0, name);
+        }
+        args
+    }
+
+    pub fn check_route(data: &[u8]) {
+        let args = args_of(data);
+        if args.is_empty() {
+            return;
+        }
+        let req = codis_resp::Request::from_args(args.iter());
+        let req = req.as_ref();
+        match route(&req) {
+            Route::Refused(Refusal::NotAllowed(name)) => {
+                assert_eq!(name.as_bytes(), String::from_utf8_lossy(&args[0]).to_ascii_uppercase().as_bytes())
+            }
+            Route::Refused(Refusal::Arity(name)) => assert!(!name.is_empty()),
+            Route::Refused(Refusal::Http) => assert!(matches!(lookup(&args[0]).name, "POST" | "HOST:")),
+            Route::Refused(Refusal::KeyedOnly(form)) => assert!(form.starts_with(lookup(&args[0]).name)),
+            Route::Handled { handler, keys } => {
+                for &(i, slot) in &keys {
+                    assert!(i >= 1 && i < args.len(), "key index {i} of {} arguments", args.len());
+                    assert_eq!(slot, codis_core::slot_of(&args[i]));
+                    assert!((slot as usize) < codis_core::MAX_SLOT_NUM);
+                }
+                if let Handler::Split(kind) = handler {
+                    // MGET/DEL keys are every argument, MSET's every other one.
+                    let want: Vec<usize> = (1..args.len()).step_by(kind.stride()).collect();
+                    let got: Vec<usize> = keys.iter().map(|k| k.0).collect();
+                    assert_eq!(got, want, "the keys a split command is cut by");
+                }
+            }
+        }
+    }
 }
 
 /// How the replies of a command sent to several backends become one.
@@ -514,5 +655,36 @@ mod tests {
         assert!(lookup(b"GET").spec.unwrap().arity_ok(2));
         assert!(!lookup(b"GET").spec.unwrap().arity_ok(3));
         assert!(lookup(b"MGET").spec.unwrap().arity_ok(5));
+    }
+
+    /// A key count near `isize::MAX` overflowed the last key's index (a panic in debug
+    /// builds, a wrapped index in release); found writing the router fuzz target.
+    #[test]
+    fn huge_key_counts_name_no_keys() {
+        let max = isize::MAX.to_string();
+        assert!(keys(&["EVAL", "s", &max, "x"]).is_empty());
+        assert!(keys(&["ZUNIONSTORE", "d", &max, "a"]) == ["d"]);
+        assert!(keys(&["LMPOP", &max, "a", "LEFT"]).is_empty());
+        assert_eq!(keys(&["EVAL", "s", "-1", "x"]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn routes() {
+        let req = |args: &[&str]| codis_resp::Request::from_args(args.iter().copied());
+        let r = |args: &[&str]| route(&req(args).as_ref());
+        assert_eq!(r(&["POST", "/", "HTTP/1.1"]), Route::Refused(Refusal::Http));
+        assert_eq!(r(&["config", "get", "x"]), Route::Refused(Refusal::NotAllowed("CONFIG".into())));
+        assert_eq!(r(&["get"]), Route::Refused(Refusal::Arity("GET")));
+        assert_eq!(r(&["memory", "stats"]), Route::Refused(Refusal::KeyedOnly("MEMORY STATS".into())));
+        let slot = codis_core::slot_of(b"{t}b");
+        assert_eq!(
+            r(&["MSET", "{t}a", "1", "{t}b", "2"]),
+            Route::Handled { handler: Handler::Split(SplitKind::Mset), keys: vec![(1, slot), (3, slot)] }
+        );
+        assert_eq!(r(&["PING"]), Route::Handled { handler: Handler::Ping, keys: vec![] });
+        assert_eq!(
+            Refusal::Arity("client|setname").to_string(),
+            "ERR wrong number of arguments for 'client|setname' command"
+        );
     }
 }

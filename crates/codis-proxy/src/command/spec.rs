@@ -142,8 +142,11 @@ impl CommandSpec {
                     else {
                         continue;
                     };
+                    // A client's key count can be anything: saturate rather than wrap
+                    // (or panic), and the range checks below drop what does not fit.
                     let first = first + first_key as isize;
-                    (first, first + (n - 1) * key_step as isize, key_step as isize)
+                    let last = (n - 1).saturating_mul(key_step as isize).saturating_add(first);
+                    (first, last, key_step as isize)
                 }
                 FindKeys::Unknown => continue,
             };

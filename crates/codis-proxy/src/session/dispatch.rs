@@ -11,7 +11,7 @@ use super::Session;
 use super::migrate::Migration;
 use super::pending::{Split, State};
 use crate::backend::{BackendConn, BackendPool, ConnKey};
-use crate::command::{self, Command, CommandSpec, Handler, SplitKind};
+use crate::command::{self, Command, Handler, Refusal, SplitKind, arity_error, resolve_spec};
 use crate::reply::{Tickets, error_reply};
 use crate::router::{RouteTable, SlotRoute};
 
@@ -48,29 +48,15 @@ impl Session {
         {
             return self.queue_in_multi(cmd, req, start, table);
         }
-        if cmd.is_not_allowed() {
-            if matches!(cmd.name, "POST" | "HOST:") {
-                // An HTTP request sent to the RESP port (a cross-protocol attack): hang up,
-                // as Redis does, instead of answering every header line.
+        match command::refusal(cmd, &req) {
+            None => {}
+            Some(Refusal::Http) => {
+                // A cross-protocol attack: hang up, as Redis does, instead of answering
+                // every header line.
                 self.closing = true;
-                return self.fail(cmd, start, "ERR HTTP requests are not accepted on the RESP port, closing");
+                return self.fail(cmd, start, &Refusal::Http.to_string());
             }
-            let name = String::from_utf8_lossy(req.arg(0)).to_ascii_uppercase();
-            return self.fail(cmd, start, &format!("ERR handle request, command '{name}' is not allowed"));
-        }
-        if let Some(spec) = cmd.spec
-            && !spec.arity_ok(req.argc())
-        {
-            return self.fail(cmd, start, &arity_error(spec.name));
-        }
-        if cmd.is_keyed_only() && resolve_spec(cmd, &req).is_none_or(|s| s.keys.is_empty() && s.name != "HELP") {
-            let sub = String::from_utf8_lossy(req.get(1).unwrap_or_default()).to_ascii_uppercase();
-            let form = format!("{} {sub}", cmd.name);
-            return self.fail(
-                cmd,
-                start,
-                &format!("ERR '{form}' describes one redis-server: run it on the servers (the proxy serves the forms with a key)"),
-            );
+            Some(r) => return self.fail(cmd, start, &r.to_string()),
         }
         match cmd.handler {
             Handler::Forward => self.forward(cmd, req, start, table),
@@ -468,15 +454,6 @@ pub(super) fn encode_args<'a>(args: impl Iterator<Item = &'a [u8]>, count: usize
     out.freeze()
 }
 
-/// The spec that describes `req`: the subcommand's for container commands.
-pub(super) fn resolve_spec(cmd: &Command, req: &RequestRef<'_>) -> Option<&'static CommandSpec> {
-    let spec = cmd.spec?;
-    if spec.subcommands.is_empty() {
-        return Some(spec);
-    }
-    req.get(1).and_then(|a| spec.subcommand(a))
-}
-
 /// Whether two slots are served by the same backend (and are not mid-migration apart).
 pub(super) fn same_group(a: &SlotRoute, b: &SlotRoute) -> bool {
     let eq = |x: &Option<Arc<BackendPool>>, y: &Option<Arc<BackendPool>>| match (x, y) {
@@ -508,10 +485,6 @@ fn pick_conn<'a>(
         }
     }
     master.conn(key, seed)
-}
-
-pub(super) fn arity_error(name: &str) -> String {
-    format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase())
 }
 
 pub(super) fn not_ready(slot: u16) -> String {

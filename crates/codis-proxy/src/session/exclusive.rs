@@ -27,10 +27,11 @@ use codis_core::slot_of;
 use codis_resp::{Request, RequestRef};
 
 use super::Session;
-use super::dispatch::{Target, not_ready, resolve_spec};
+use super::dispatch::{Target, not_ready};
 use super::pending::{Split, State};
 use crate::backend::{BackendConn, BackendPool, PrivateConn};
 use crate::command::{Command, Handler, Merge};
+use crate::command::{arity_error, resolve_spec};
 use crate::reply::{DISCARD_PART, Tickets};
 use crate::router::RouteTable;
 
@@ -320,7 +321,7 @@ impl Session {
         if let Some(spec) = cmd.spec
             && !spec.arity_ok(req.argc())
         {
-            return Err(super::dispatch::arity_error(spec.name));
+            return Err(arity_error(spec.name));
         }
         match cmd.handler {
             Handler::Forward | Handler::Split(_) | Handler::Blocking | Handler::Ping | Handler::Echo => {}
