@@ -1,5 +1,5 @@
 """Helpers the benchmark scripts share: free loopback ports, waiting for listeners,
-the dashboard's REST API and redis-cli calls."""
+the dashboard's REST API, redis-cli and redis-benchmark calls, process CPU and memory."""
 import json, os, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,3 +69,24 @@ def stop_all(procs, tmp):
         print(f"kept {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cpu_seconds(pid):
+    """User plus system CPU seconds a process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid):
+    """Resident memory of a process in MiB."""
+    return int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench(port, args, n, clients, pipeline):
+    """One redis-benchmark run (`args` like ["-t", "set,get"]); requests/s per test."""
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients), "-n", str(n),
+           "-r", "100000", "-P", str(pipeline), "--csv"] + args
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = [l.split('","') for l in out.strip().splitlines()[1:]]
+    return {r[0].strip('"'): float(r[1]) for r in rows}

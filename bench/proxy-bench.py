@@ -12,25 +12,7 @@ Numbers are relative: every process shares this machine's cores with the others.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
-from benchlib import ROOT, build_release, free_port, need, stop_all, wait_port
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid):
-    return int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def bench(port, args, n, clients, pipeline):
-    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients), "-n", str(n),
-           "-r", "100000", "-P", str(pipeline), "--csv"] + args
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rows = [l.split('","') for l in out.strip().splitlines()[1:]]
-    return {r[0].strip('"'): float(r[1]) for r in rows}
+from benchlib import ROOT, bench, build_release, cpu_seconds, free_port, need, rss_mib, stop_all, wait_port
 
 
 def main():
