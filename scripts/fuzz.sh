@@ -24,5 +24,8 @@ for t in $targets; do
     grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb" "logs/$t.log" || true
     grep -E "ERROR|panicked|SUMMARY" "logs/$t.log" | head -5 || true
 done
-ls artifacts/*/ 2>/dev/null && { echo "crashes found: see fuzz/artifacts"; exit 1; }
+if find artifacts -type f 2>/dev/null | grep -q .; then
+    echo "crashes found:"; find artifacts -type f; exit 1
+fi
+echo "no crashes"
 exit "$status"

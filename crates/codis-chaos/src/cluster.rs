@@ -97,6 +97,52 @@ pub struct Cluster {
     pub product: String,
     xauth: String,
     http: reqwest::Client,
+    pub observer: Observer,
+}
+
+/// Reads the dashboard's view; cheap to clone, for the failover watcher.
+#[derive(Clone)]
+pub struct Observer {
+    http: reqwest::Client,
+    dashboard_addr: String,
+}
+
+/// One `/topom/stats` read: slot mappings `(slot, group, action state)` and each
+/// group's master.
+pub struct Snapshot {
+    pub slots: Vec<(usize, i64, String)>,
+    pub masters: Vec<(i64, String)>,
+}
+
+impl Observer {
+    pub async fn get(&self, path: &str) -> Result<Json> {
+        let r = self.http.get(format!("http://{}{path}", self.dashboard_addr)).send().await?;
+        let ok = r.status().is_success();
+        let v: Json = r.json().await.unwrap_or(Json::Null);
+        if ok { Ok(v) } else { bail!("GET {path}: {}", v["Cause"].as_str().unwrap_or("?")) }
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let v = self.get("/topom/stats").await?;
+        let slots = v["slots"].as_array().context("no slot mappings in stats")?;
+        let groups = v["group"]["models"].as_array().context("no group models in stats")?;
+        Ok(Snapshot {
+            slots: slots
+                .iter()
+                .map(|s| {
+                    (
+                        s["id"].as_u64().unwrap_or(0) as usize,
+                        s["group_id"].as_i64().unwrap_or(0),
+                        s["action"]["state"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect(),
+            masters: groups
+                .iter()
+                .map(|g| (g["id"].as_i64().unwrap_or(0), g["servers"][0]["server"].as_str().unwrap_or("").to_string()))
+                .collect(),
+        })
+    }
 }
 
 /// Where the workspace's binaries are: next to the running executable (a test runs
@@ -177,6 +223,8 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>>>()?;
         let xauth = codis_core::auth::dashboard_xauth(&product, "");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let observer = Observer { http: http.clone(), dashboard_addr: dashboard_addr.clone() };
         let mut c = Cluster {
             dir,
             coordinator,
@@ -187,7 +235,8 @@ impl Cluster {
             proxies,
             product,
             xauth,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            observer,
+            http,
         };
         c.start_dashboard().await?;
         c.build().await?;
@@ -301,10 +350,7 @@ impl Cluster {
     }
 
     pub async fn get(&self, path: &str) -> Result<Json> {
-        let r = self.http.get(format!("http://{}{path}", self.dashboard_addr)).send().await?;
-        let ok = r.status().is_success();
-        let v: Json = r.json().await.unwrap_or(Json::Null);
-        if ok { Ok(v) } else { bail!("GET {path}: {}", v["Cause"].as_str().unwrap_or("?")) }
+        self.observer.get(path).await
     }
 
     /// Whether the dashboard holds the product lock and can write to the coordinator:
@@ -316,30 +362,12 @@ impl Cluster {
         self.put(&format!("group/replica-groups/XAUTH/{gid}/{addr}/0")).await.is_ok()
     }
 
-    /// The dashboard's slot mappings: `(slot, group, action state)`.
     pub async fn slots(&self) -> Result<Vec<(usize, i64, String)>> {
-        let v = self.get("/topom/stats").await?;
-        let slots = v["slots"].as_array().context("no slot mappings in stats")?;
-        Ok(slots
-            .iter()
-            .map(|s| {
-                (
-                    s["id"].as_u64().unwrap_or(0) as usize,
-                    s["group_id"].as_i64().unwrap_or(0),
-                    s["action"]["state"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect())
+        Ok(self.observer.snapshot().await?.slots)
     }
 
-    /// The master address of every group, as the dashboard stores it.
     pub async fn masters(&self) -> Result<Vec<(i64, String)>> {
-        let v = self.get("/topom/stats").await?;
-        let groups = v["group"]["models"].as_array().context("no group models in stats")?;
-        Ok(groups
-            .iter()
-            .map(|g| (g["id"].as_i64().unwrap_or(0), g["servers"][0]["server"].as_str().unwrap_or("").to_string()))
-            .collect())
+        Ok(self.observer.snapshot().await?.masters)
     }
 
     pub fn group_of_addr(&self, addr: &str) -> Option<(usize, usize)> {

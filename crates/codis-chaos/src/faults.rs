@@ -177,11 +177,12 @@ async fn kill_master(
     }
     c.groups[gi].servers[si].kill();
     // Taken once the process is reaped: it acknowledged nothing after this.
-    shared
-        .crashes
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(Crash { at: Instant::now(), slots: Arc::new(owned) });
+    shared.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Crash {
+        at: Instant::now(),
+        group: gid,
+        slots: Arc::new(owned),
+        planned: true,
+    });
     let new = poll("the dashboard to promote a replica", || async {
         let m = c.masters().await.ok()?;
         m.into_iter().find(|(g, a)| *g == gid && *a != master && !a.is_empty()).map(|(_, a)| a)

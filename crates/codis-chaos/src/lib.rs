@@ -63,6 +63,8 @@ pub struct Report {
     pub elapsed: Duration,
     pub faults: Vec<Record>,
     pub tally: Tally,
+    /// Master changes the harness did not cause (seconds into the faults, group).
+    pub unplanned_failovers: Vec<(Duration, i64)>,
 }
 
 impl Report {
@@ -88,6 +90,7 @@ pub async fn run_with(opts: Options, meddle: impl AsyncFnOnce(&Cluster)) -> Resu
     let workers: Vec<_> = (0..opts.clients)
         .map(|i| tokio::spawn(Worker::new(i, opts.keys, opts.seed, shared.clone()).run(opts.pause)))
         .collect();
+    let watcher = tokio::spawn(watch_failovers(cluster.observer.clone(), shared.clone()));
     let t0 = Instant::now();
     let mut injector = Injector::new(t0, Duration::from_secs(opts.shape.lease_s));
     let mut faults = Vec::new();
@@ -106,6 +109,7 @@ pub async fn run_with(opts: Options, meddle: impl AsyncFnOnce(&Cluster)) -> Resu
     }
     .await;
     shared.stop.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
     let mut tally = Tally::default();
     let mut done = Vec::new();
     for w in workers {
@@ -117,7 +121,45 @@ pub async fn run_with(opts: Options, meddle: impl AsyncFnOnce(&Cluster)) -> Resu
         w.verify().await?;
         tally.add(&w.tally);
     }
-    Ok(Report { options: opts, elapsed: start.elapsed(), faults, tally })
+    let crashes = shared.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let unplanned_failovers = crashes
+        .iter()
+        .filter(|u| !u.planned)
+        .filter(|u| {
+            !crashes
+                .iter()
+                .any(|k| k.planned && k.group == u.group && k.at <= u.at && u.at - k.at < Duration::from_secs(30))
+        })
+        .map(|u| (u.at.saturating_duration_since(t0), u.group))
+        .collect();
+    Ok(Report { options: opts, elapsed: start.elapsed(), faults, tally, unplanned_failovers })
+}
+
+/// Records every change of a group's master the dashboard shows, whoever caused it:
+/// a failover loses what the old master acknowledged and had not replicated, whether
+/// the harness killed it or the sentinels only judged it down.
+async fn watch_failovers(observer: cluster::Observer, shared: Arc<Shared>) {
+    let mut prev: Option<cluster::Snapshot> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Ok(now) = observer.snapshot().await {
+            if let Some(before) = &prev {
+                for (gid, master) in &now.masters {
+                    let changed = before.masters.iter().any(|(g, m)| g == gid && m != master && !m.is_empty());
+                    if changed {
+                        let mut slots = [false; 1024];
+                        for (sid, g, _) in &before.slots {
+                            slots[*sid] = g == gid;
+                        }
+                        let crash =
+                            workload::Crash { at: Instant::now(), group: *gid, slots: Arc::new(slots), planned: false };
+                        shared.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(crash);
+                    }
+                }
+            }
+            prev = Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 impl fmt::Display for Report {
@@ -160,13 +202,23 @@ impl fmt::Display for Report {
             "\nwrites acknowledged {}, failed {}; reads {} ok, {} failed",
             t.writes_acked, t.writes_failed, t.reads_ok, t.reads_failed
         )?;
-        writeln!(f, "acknowledged writes lost: {} (not explained by a master crash)", t.lost)?;
+        writeln!(f, "acknowledged writes lost: {} (not explained by a failover)", t.lost)?;
         writeln!(
             f,
             "acknowledged writes lost to master crashes: {} (acknowledged less than {:?} before a kill -9 of their master, or read up to {:?} after: asynchronous replication)",
             t.lost_to_crash,
             workload::CRASH_WINDOW,
             workload::REPLY_GRACE
+        )?;
+        writeln!(
+            f,
+            "acknowledged writes lost to failovers the harness did not cause: {} (same window; {} such failovers{})",
+            t.lost_to_failover,
+            self.unplanned_failovers.len(),
+            self.unplanned_failovers
+                .iter()
+                .map(|(at, g)| format!(", group {g} at {:.1}s", at.as_secs_f64()))
+                .collect::<String>()
         )?;
         writeln!(f, "stale reads: {}; writes applied twice: {}", t.stale_reads, t.duplicated)?;
         writeln!(f, "client errors by kind:")?;

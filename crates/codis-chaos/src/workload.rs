@@ -29,12 +29,16 @@ pub const REPLY_GRACE: Duration = Duration::from_secs(1);
 /// A request that gets no reply within this is counted as failed (and its connection dropped).
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A master that was gone (killed and reaped) at `at`, while its group served the
-/// slots marked in `slots`.
+/// A group's master that was gone at `at`, while the group served the slots marked
+/// in `slots`: killed by the harness (`planned`, the time taken once it was reaped),
+/// or replaced by a failover the harness did not cause (the sentinels judged a live
+/// master down; the time is when the watcher saw the new master).
 #[derive(Clone)]
 pub struct Crash {
     pub at: Instant,
+    pub group: i64,
     pub slots: Arc<[bool; 1024]>,
+    pub planned: bool,
 }
 
 /// What the harness shares with the clients.
@@ -51,13 +55,17 @@ impl Shared {
         Shared { start: Instant::now(), proxies, stop: AtomicBool::new(false), crashes: Mutex::new(Vec::new()) }
     }
 
-    /// Whether a master crash can explain losing a write to `slot` acknowledged at `acked_at`.
-    fn crash_explains(&self, slot: u16, acked_at: Instant) -> bool {
-        self.crashes.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|c| {
+    /// What can explain losing a write to `slot` acknowledged at `acked_at`: a master
+    /// the harness killed (`Some(true)`), another failover (`Some(false)`), or nothing.
+    fn crash_explains(&self, slot: u16, acked_at: Instant) -> Option<bool> {
+        let crashes = self.crashes.lock().unwrap_or_else(PoisonError::into_inner);
+        let near = |c: &&Crash| {
             c.slots[slot as usize]
                 && acked_at <= c.at + REPLY_GRACE
                 && c.at.saturating_duration_since(acked_at) <= CRASH_WINDOW
-        })
+        };
+        let found: Vec<bool> = crashes.iter().filter(near).map(|c| c.planned).collect();
+        if found.is_empty() { None } else { Some(found.contains(&true)) }
     }
 }
 
@@ -68,8 +76,10 @@ pub struct Tally {
     pub writes_failed: u64,
     pub reads_ok: u64,
     pub reads_failed: u64,
-    /// Acknowledged writes found gone, explained by a master crash.
+    /// Acknowledged writes found gone, explained by a master the harness killed.
     pub lost_to_crash: u64,
+    /// Acknowledged writes found gone, explained by a failover the harness did not cause.
+    pub lost_to_failover: u64,
     /// Acknowledged writes found gone with no crash to explain them.
     pub lost: u64,
     /// Reads that returned less than was acknowledged, with no crash to explain them.
@@ -89,6 +99,7 @@ impl Tally {
         self.reads_ok += o.reads_ok;
         self.reads_failed += o.reads_failed;
         self.lost_to_crash += o.lost_to_crash;
+        self.lost_to_failover += o.lost_to_failover;
         self.lost += o.lost;
         self.stale_reads += o.stale_reads;
         self.duplicated += o.duplicated;
@@ -395,11 +406,19 @@ impl Worker {
 
     /// A write reply showed `gone` acknowledged writes vanished.
     fn rollback(&mut self, slot: u16, acked_at: Instant, gone: u64, what: String) {
-        if self.shared.crash_explains(slot, acked_at) {
-            self.tally.lost_to_crash += gone;
+        if let Some(planned) = self.shared.crash_explains(slot, acked_at) {
+            self.explained(planned, gone);
         } else {
             self.tally.lost += gone;
             self.tally.finding(format!("[{:.1?}] lost: {what}", self.shared.start.elapsed()));
+        }
+    }
+
+    fn explained(&mut self, planned: bool, gone: u64) {
+        if planned {
+            self.tally.lost_to_crash += gone;
+        } else {
+            self.tally.lost_to_failover += gone;
         }
     }
 
@@ -407,8 +426,8 @@ impl Worker {
     /// explains it (the caller then takes the read value as the new baseline; an
     /// unexplained one is left for the final check to count as lost or not).
     fn stale(&mut self, slot: u16, acked_at: Instant, gone: u64, what: String) -> bool {
-        if self.shared.crash_explains(slot, acked_at) {
-            self.tally.lost_to_crash += gone;
+        if let Some(planned) = self.shared.crash_explains(slot, acked_at) {
+            self.explained(planned, gone);
             true
         } else {
             self.tally.stale_reads += 1;
@@ -457,12 +476,15 @@ impl Worker {
             // One finding per list, each missing element counted (and explained on its own).
             if let Some(&(first, _)) = missing.first() {
                 let what = format!("{key} lacks {} acknowledged elements at the end, from {first}", missing.len());
-                let (explained, lost) = missing
-                    .iter()
-                    .partition::<Vec<&(u64, Instant)>, _>(|(_, at)| self.shared.crash_explains(slot, *at));
-                self.tally.lost_to_crash += explained.len() as u64;
-                if !lost.is_empty() {
-                    self.tally.lost += lost.len() as u64;
+                let mut lost = 0;
+                for &(_, at) in &missing {
+                    match self.shared.crash_explains(slot, at) {
+                        Some(planned) => self.explained(planned, 1),
+                        None => lost += 1,
+                    }
+                }
+                if lost > 0 {
+                    self.tally.lost += lost;
                     self.tally.finding(format!("lost: {what}"));
                 }
             }
@@ -532,11 +554,16 @@ mod tests {
         let t0 = Instant::now();
         let mut slots = [false; 1024];
         slots[7] = true;
-        shared.crashes.lock().unwrap().push(Crash { at: t0 + Duration::from_secs(1), slots: Arc::new(slots) });
-        assert!(shared.crash_explains(7, t0));
-        assert!(!shared.crash_explains(8, t0), "another group's slot");
-        assert!(shared.crash_explains(7, t0 + Duration::from_millis(1500)), "a reply still on its way");
-        assert!(!shared.crash_explains(7, t0 + Duration::from_secs(3)), "acknowledged after the crash");
-        assert!(!shared.crash_explains(7, t0 - CRASH_WINDOW), "acknowledged long before the crash");
+        let at = t0 + Duration::from_secs(1);
+        shared.crashes.lock().unwrap().push(Crash { at, group: 1, slots: Arc::new(slots), planned: true });
+        assert_eq!(shared.crash_explains(7, t0), Some(true));
+        assert_eq!(shared.crash_explains(8, t0), None, "another group's slot");
+        assert_eq!(shared.crash_explains(7, t0 + Duration::from_millis(1500)), Some(true), "a reply on its way");
+        assert_eq!(shared.crash_explains(7, t0 + Duration::from_secs(3)), None, "acknowledged after the crash");
+        assert_eq!(shared.crash_explains(7, t0 - CRASH_WINDOW), None, "acknowledged long before the crash");
+        let mut other = [false; 1024];
+        other[8] = true;
+        shared.crashes.lock().unwrap().push(Crash { at, group: 2, slots: Arc::new(other), planned: false });
+        assert_eq!(shared.crash_explains(8, t0), Some(false), "a failover the harness did not cause");
     }
 }
