@@ -9,8 +9,7 @@ use bytes::{Bytes, BytesMut};
 use codis_resp::{Encoder, RequestRef};
 
 use super::Session;
-use crate::command::Command;
-use crate::command::arity_error;
+use crate::command::{Command, arity_error};
 use crate::router::RouteTable;
 
 /// Client ids, unique within this proxy process.
