@@ -19,9 +19,14 @@ use std::time::{Duration, Instant};
 use codis_client::{Client, Value};
 use codis_core::slot_of;
 
-/// How long after a write's acknowledgement a master crash may still lose it: the
-/// replica's lag on a loaded 2-core machine stays far below this.
-pub const CRASH_WINDOW: Duration = Duration::from_secs(3);
+/// How long after a write's acknowledgement a master change may still lose it: the
+/// replica's lag on a loaded 2-core machine, plus the watcher's delay in seeing a
+/// failover it did not cause, stay below this.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
+
+/// How long a client that sees a rollback waits for the failover watcher to record the
+/// master change behind it (the client can see it first).
+const WATCH_LAG: Duration = Duration::from_secs(3);
 
 /// How long after a master died one of its replies may still be read by a client.
 pub const REPLY_GRACE: Duration = Duration::from_secs(1);
@@ -300,7 +305,8 @@ impl Worker {
         let (acked, unknown, slot, acked_at) = (c.acked, c.unknown, c.slot, c.acked_at);
         if v <= acked {
             let gone = (acked - v + 1) as u64;
-            self.rollback(slot, acked_at, gone, format!("INCR {key} returned {v} after {acked} was acknowledged"));
+            self.rollback(slot, acked_at, gone, format!("INCR {key} returned {v} after {acked} was acknowledged"))
+                .await;
         } else if v > acked + 1 + unknown {
             self.tally.duplicated += (v - acked - 1 - unknown) as u64;
             self.tally.finding(format!("INCR {key} returned {v}: acknowledged {acked}, {unknown} failed since"));
@@ -315,12 +321,15 @@ impl Worker {
         let c = &self.counters[i];
         if v < c.acked {
             let (slot, acked_at, acked) = (c.slot, c.acked_at, c.acked);
-            if self.stale(
-                slot,
-                acked_at,
-                (acked - v) as u64,
-                format!("GET {key} returned {v} after {acked} was acknowledged"),
-            ) {
+            if self
+                .stale(
+                    slot,
+                    acked_at,
+                    (acked - v) as u64,
+                    format!("GET {key} returned {v} after {acked} was acknowledged"),
+                )
+                .await
+            {
                 let c = &mut self.counters[i];
                 (c.acked, c.unknown) = (v, 0);
             }
@@ -349,12 +358,10 @@ impl Worker {
         {
             let gone = l.acked.iter().filter(|(s, _)| *s > last).count() as u64;
             let slot = l.slot;
-            if self.stale(
-                slot,
-                acked_at,
-                gone,
-                format!("LINDEX {key} -1 returned {last} after {want} was acknowledged"),
-            ) {
+            if self
+                .stale(slot, acked_at, gone, format!("LINDEX {key} -1 returned {last} after {want} was acknowledged"))
+                .await
+            {
                 self.lists[i].acked.retain(|(s, _)| *s <= last);
             }
         }
@@ -382,7 +389,7 @@ impl Worker {
         if got < field.acked {
             let (acked, acked_at) = (field.acked, field.acked_at);
             let what = format!("HGET {key} f{f} returned {got} after {acked} was acknowledged");
-            if self.stale(slot, acked_at, 1, what) {
+            if self.stale(slot, acked_at, 1, what).await {
                 self.hashes[i].fields[f].acked = got;
             }
         }
@@ -404,9 +411,22 @@ impl Worker {
         Some(n)
     }
 
+    /// What explains losing a write to `slot` acknowledged at `acked_at` (see
+    /// [`Shared::crash_explains`]), waiting up to [`WATCH_LAG`] for the watcher.
+    async fn explanation(&self, slot: u16, acked_at: Instant) -> Option<bool> {
+        let deadline = Instant::now() + WATCH_LAG;
+        loop {
+            let found = self.shared.crash_explains(slot, acked_at);
+            if found.is_some() || Instant::now() >= deadline || self.shared.stop.load(Ordering::Relaxed) {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A write reply showed `gone` acknowledged writes vanished.
-    fn rollback(&mut self, slot: u16, acked_at: Instant, gone: u64, what: String) {
-        if let Some(planned) = self.shared.crash_explains(slot, acked_at) {
+    async fn rollback(&mut self, slot: u16, acked_at: Instant, gone: u64, what: String) {
+        if let Some(planned) = self.explanation(slot, acked_at).await {
             self.explained(planned, gone);
         } else {
             self.tally.lost += gone;
@@ -425,8 +445,8 @@ impl Worker {
     /// A read returned less than was acknowledged. Returns whether a master crash
     /// explains it (the caller then takes the read value as the new baseline; an
     /// unexplained one is left for the final check to count as lost or not).
-    fn stale(&mut self, slot: u16, acked_at: Instant, gone: u64, what: String) -> bool {
-        if let Some(planned) = self.shared.crash_explains(slot, acked_at) {
+    async fn stale(&mut self, slot: u16, acked_at: Instant, gone: u64, what: String) -> bool {
+        if let Some(planned) = self.explanation(slot, acked_at).await {
             self.explained(planned, gone);
             true
         } else {
@@ -453,7 +473,8 @@ impl Worker {
                     acked_at,
                     (acked - v) as u64,
                     format!("{key} is {v} at the end, {acked} acknowledged"),
-                );
+                )
+                .await;
             } else if v > acked + unknown {
                 self.tally.duplicated += (v - acked - unknown) as u64;
                 self.tally.finding(format!("{key} is {v} at the end: {acked} acknowledged, {unknown} failed since"));
@@ -497,7 +518,7 @@ impl Worker {
                 let (slot, field) = (self.hashes[i].slot, &self.hashes[i].fields[f]);
                 if got < field.acked {
                     let (acked, at) = (field.acked, field.acked_at);
-                    self.rollback(slot, at, 1, format!("{key} f{f} is {got} at the end, {acked} acknowledged"));
+                    self.rollback(slot, at, 1, format!("{key} f{f} is {got} at the end, {acked} acknowledged")).await;
                 }
             }
         }
