@@ -11,6 +11,9 @@
 //! buffers then push back on the client, which resumes as soon as replies drain. A
 //! client that never reads its replies thus costs a bounded amount of memory, and is
 //! not disconnected for it (only `session_send_timeout` drops it).
+//!
+//! Buffers start small and grow with the traffic; what a burst left behind (a large
+//! read buffer, a deep pipeline's queue) is given back on the next one-second tick.
 
 mod connection;
 mod dispatch;
@@ -44,7 +47,8 @@ const BIG_REQUEST: usize = 16 << 10;
 const OUT_BACKLOG: usize = 4 << 20;
 /// First read buffer of a session.
 const MIN_RECV: usize = 4 << 10;
-/// An emptied read buffer larger than this is released.
+/// An emptied read buffer larger than this is released; one holding only a partial
+/// request is moved to a buffer of the request's size on the next tick.
 const IDLE_RECV_KEEP: usize = 32 << 10;
 /// The reply size assumed before a session has seen any (a short reply: `+OK`, a
 /// number), counted as one reply in the average.
@@ -58,6 +62,8 @@ const FIRST_REPLY_SIZE: usize = 16;
 const FIRST_WINDOW: usize = 64;
 /// About how many recent replies the average reply size is taken over.
 const REPLY_WINDOW: usize = 4096;
+/// A reply buffer that grew beyond this (a burst) is not kept for reuse.
+const MAIL_KEEP: usize = 64 << 10;
 
 /// Serves one client until it quits, errs or the proxy shuts down.
 pub async fn serve<C: Conn>(conn: C, shared: Arc<Shared>) {
@@ -75,6 +81,9 @@ struct Session {
     /// fill the buffer, up to `session_recv_bufsize`, so idle clients cost little memory.
     recv_chunk: usize,
     recv_max: usize,
+    /// A large request was taken out of `rbuf` without copying: what is left of the
+    /// buffer may keep the whole allocation alive, whatever its `capacity()` says.
+    rbuf_shared: bool,
     out: OutQueue,
     pending: Pending,
     mail: Mail,
@@ -136,6 +145,7 @@ impl Session {
             rbuf: BytesMut::new(),
             recv_chunk: MIN_RECV,
             recv_max: Config::clamp_buf(config.session_recv_bufsize),
+            rbuf_shared: false,
             out: OutQueue::default(),
             pending: Pending::default(),
             mail: Mail::default(),
@@ -241,6 +251,9 @@ impl Session {
                         Ok(n) => {
                             if n >= self.recv_chunk / 2 {
                                 self.recv_chunk = (self.recv_chunk * 2).min(self.recv_max);
+                            } else if n < self.recv_chunk / 16 {
+                                // A trickle: do not keep making room for a burst.
+                                self.recv_chunk = (self.recv_chunk / 2).max(MIN_RECV);
                             }
                             self.last_request = Instant::now();
                             self.process_input();
@@ -279,6 +292,7 @@ impl Session {
                     let now = Instant::now();
                     timer.as_mut().reset(now + tick);
                     self.stats.flush(&self.shared.stats, now.into_std(), false);
+                    self.shrink_buffers();
                     if let Some(since) = write_stalled
                         && !send_timeout.is_zero()
                         && now - since >= send_timeout
@@ -318,7 +332,14 @@ impl Session {
         let mut now = None;
         let (pending_before, out_before) = (self.pending.len(), self.out.len());
         if !self.mail.items.is_empty() {
-            let data = self.mail.data.split().freeze();
+            // Take the buffer whole when it grew large (a burst of replies), so that
+            // what is left of it does not keep the allocation alive.
+            let data = if self.mail.data.capacity() > MAIL_KEEP {
+                std::mem::take(&mut self.mail.data)
+            } else {
+                self.mail.data.split()
+            }
+            .freeze();
             let mut items = std::mem::take(&mut self.mail.items);
             for d in items.drain(..) {
                 if d.part == DISCARD_PART {
@@ -403,6 +424,17 @@ impl Session {
         in_flight < self.window && self.out.len() + in_flight * self.reply_size < OUT_BACKLOG
     }
 
+    /// Gives back what a burst left behind, once a second: a large read buffer holding
+    /// only the start of a request (a slow client after a big request), and the queue
+    /// of a deep pipeline. Idle buffers then cost what an idle session needs.
+    fn shrink_buffers(&mut self) {
+        if self.rbuf.len() <= MIN_RECV && (self.rbuf_shared || self.rbuf.capacity() > IDLE_RECV_KEEP) {
+            self.rbuf = if self.rbuf.is_empty() { BytesMut::new() } else { BytesMut::from(&self.rbuf[..]) };
+            self.rbuf_shared = false;
+        }
+        self.pending.shrink();
+    }
+
     /// Writes out every answered request at the front of the pipeline.
     fn drain_ready(&mut self, now: &mut Option<StdInstant>) {
         while let Some((entry, reply, proxy_error)) = self.pending.pop_ready() {
@@ -432,6 +464,7 @@ impl Session {
             match self.parser.next(&mut buf) {
                 Ok(Some(Parsed::Frame(frame))) if frame.len() >= BIG_REQUEST => {
                     let req = frame.split_from(&mut buf);
+                    self.rbuf_shared = true;
                     self.dispatch_request(req.as_ref(), now, &table);
                 }
                 Ok(Some(Parsed::Frame(frame))) => {
@@ -450,8 +483,9 @@ impl Session {
         }
         drop((round, table));
         self.rbuf = buf;
-        if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_RECV_KEEP {
+        if self.rbuf.is_empty() && (self.rbuf_shared || self.rbuf.capacity() > IDLE_RECV_KEEP) {
             self.rbuf = BytesMut::new();
+            self.rbuf_shared = false;
             self.recv_chunk = MIN_RECV;
         }
         self.flush_outbox();
