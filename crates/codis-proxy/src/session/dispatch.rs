@@ -28,6 +28,13 @@ pub(super) enum Target {
 impl Session {
     pub(super) fn dispatch_request(&mut self, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         let cmd = command::lookup(req.arg(0));
+        if cmd.is_not_allowed() && matches!(cmd.name, "POST" | "HOST:") {
+            // An HTTP request sent to the RESP port (a cross-protocol attack): hang up,
+            // as Redis does, instead of answering every header line. Before the
+            // password check, as in Redis: such a client never authenticates.
+            self.closing = true;
+            return self.fail(cmd, start, "ERR HTTP requests are not accepted on the RESP port, closing");
+        }
         if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit | Handler::Hello | Handler::Reset) {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
         }
@@ -46,12 +53,6 @@ impl Session {
             return self.queue_in_multi(cmd, req, start, table);
         }
         if cmd.is_not_allowed() {
-            if matches!(cmd.name, "POST" | "HOST:") {
-                // An HTTP request sent to the RESP port (a cross-protocol attack): hang up,
-                // as Redis does, instead of answering every header line.
-                self.closing = true;
-                return self.fail(cmd, start, "ERR HTTP requests are not accepted on the RESP port, closing");
-            }
             let name = String::from_utf8_lossy(req.arg(0)).to_ascii_uppercase();
             return self.fail(cmd, start, &format!("ERR handle request, command '{name}' is not allowed"));
         }
