@@ -26,3 +26,7 @@ pub mod worker;
 
 pub use config::Config;
 pub use proxy::{Options, Proxy, ProxyError};
+
+// The binary's allocator; linked into the library too, for `worker`'s calls to it.
+#[cfg(feature = "mimalloc")]
+use mimalloc as _;

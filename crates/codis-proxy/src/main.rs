@@ -90,6 +90,7 @@ fn main() -> Result<()> {
     }
     codis_log::init(&args.log_level, args.log.as_deref(), args.log_format)?;
     let log_control: LogControl = Box::new(codis_log::set_level);
+    let nofile = raise_nofile();
     if let Some(n) = args.ulimit {
         ensure_nofile(n)?;
     }
@@ -113,6 +114,18 @@ fn main() -> Result<()> {
         config.session_auth = v.clone();
     }
     config.validate()?;
+    match nofile {
+        Ok(limit) if config.proxy_max_clients > 0 && limit < config.proxy_max_clients as u64 + SPARE_FDS => {
+            tracing::warn!(
+                limit,
+                proxy_max_clients = config.proxy_max_clients,
+                "the open-files limit is below proxy_max_clients: clients will wait in the accept queue \
+                 once descriptors run out; raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let slots = match &args.fillslots {
         Some(path) => Some(read_slots(path)?),
         None => None,
@@ -192,6 +205,35 @@ fn read_slots(path: &PathBuf) -> Result<Vec<Slot>> {
             path.display()
         )
     })
+}
+
+/// Descriptors the proxy needs besides its clients' (listeners, backend connections,
+/// log file), for the warning about a limit below `proxy_max_clients`.
+const SPARE_FDS: u64 = 128;
+
+/// Raises the open-files soft limit to the hard limit and returns the limit in force.
+///
+/// Every client connection is a descriptor, and the usual soft default of 1024 would
+/// hold the proxy far below `proxy_max_clients`; the hard limit is what the
+/// administrator granted. Go programs, Codis among them, do the same at start-up.
+fn raise_nofile() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // An unlimited hard limit is not a valid soft one: Linux caps descriptors at
+    // fs.nr_open, 2^20 by default.
+    let want = if lim.rlim_max == libc::RLIM_INFINITY { 1 << 20 } else { lim.rlim_max };
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(want)
 }
 
 /// Raises the open-files limit to `want` if the hard limit allows, else fails.

@@ -13,7 +13,7 @@ use codis_core::models::{self, Slot};
 use codis_resp::Limits;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener};
 use tokio::sync::watch;
 
 use crate::backend::BackendSettings;
@@ -279,9 +279,33 @@ async fn bind_client(config: &Config) -> Result<(Listener, String), ProxyError> 
         let l = UnixListener::bind(&path).map_err(err)?;
         return Ok((Listener::Unix(l, path), config.proxy_addr.clone()));
     }
-    let l = TcpListener::bind(&config.proxy_addr).await.map_err(err)?;
+    let l = listen_tcp(&config.proxy_addr).await.map_err(err)?;
     let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     Ok((Listener::Tcp(l), addr))
+}
+
+/// Pending connections the client listener may queue. `TcpListener::bind` asks for
+/// 128, the standard library's choice: a burst of a few hundred connects then fills
+/// the accept queue, and Linux drops further SYNs (the client retries after a second)
+/// or even the last ACK of a handshake (the client believes it is connected while the
+/// proxy never sees it). Codis, like any Go server, asks for `net.core.somaxconn`;
+/// asking for more than that gets exactly that, so ask for the most.
+const LISTEN_BACKLOG: u32 = 65535;
+
+/// Binds the client listener with a deep accept queue ([`LISTEN_BACKLOG`]), trying
+/// each address `addr` resolves to, like `TcpListener::bind`.
+async fn listen_tcp(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for sa in tokio::net::lookup_host(addr).await? {
+        let socket = if sa.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        // As `TcpListener::bind`: a restarted proxy can listen again at once.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(sa).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolves to no address")))
 }
 
 /// The address to publish for a listener: `host` if given, else the listen address

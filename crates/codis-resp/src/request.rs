@@ -685,6 +685,22 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_length_is_not_trusted() {
+        // A 100 MB argument announced, a few bytes of it sent: the parser waits for
+        // more without asking for room (the caller's buffer grows only with what
+        // arrives), whether the request was seen whole or in pieces.
+        let head = b"*2\r\n$3\r\nGET\r\n$104857600\r\nsome bytes";
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::with_capacity(64);
+        for &b in head.iter() {
+            buf.extend_from_slice(&[b]);
+            assert!(p.parse(&mut buf).unwrap().is_none());
+        }
+        assert_eq!(buf.capacity(), 64);
+        assert_eq!(&buf[..], &head[..]);
+    }
+
+    #[test]
     fn error_messages_match_redis() {
         assert_eq!(ProtocolError::InvalidBulkLength.to_string(), "Protocol error: invalid bulk length");
         assert_eq!(ProtocolError::ExpectedBulk(b'+').to_string(), "Protocol error: expected '$', got '+'");

@@ -31,6 +31,13 @@ impl Session {
             self.pending.summary = crate::slowlog::Summary::of(&req);
         }
         let cmd = command::lookup(req.arg(0));
+        if cmd.is_not_allowed() && matches!(cmd.name, "POST" | "HOST:") {
+            // An HTTP request sent to the RESP port (a cross-protocol attack): hang up,
+            // as Redis does, instead of answering every header line. Before the
+            // password check, as in Redis: such a client never authenticates.
+            self.closing = true;
+            return self.fail(cmd, start, &Refusal::Http.to_string());
+        }
         if !self.authorized && !matches!(cmd.handler, Handler::Auth | Handler::Quit | Handler::Hello | Handler::Reset) {
             return self.reply_static(cmd, start, b"-NOAUTH Authentication required.\r\n");
         }
@@ -48,15 +55,8 @@ impl Session {
         {
             return self.queue_in_multi(cmd, req, start, table);
         }
-        match command::refusal(cmd, &req) {
-            None => {}
-            Some(Refusal::Http) => {
-                // A cross-protocol attack: hang up, as Redis does, instead of answering
-                // every header line.
-                self.closing = true;
-                return self.fail(cmd, start, &Refusal::Http.to_string());
-            }
-            Some(r) => return self.fail(cmd, start, &r.to_string()),
+        if let Some(r) = command::refusal(cmd, &req) {
+            return self.fail(cmd, start, &r.to_string());
         }
         match cmd.handler {
             Handler::Forward => self.forward(cmd, req, start, table),

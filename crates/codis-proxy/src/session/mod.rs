@@ -6,8 +6,14 @@
 //! channel hop beyond the backend connection's own.
 //!
 //! Backpressure instead of disconnection: with `session_max_pipeline` requests in
-//! flight the session simply stops reading; the kernel's socket buffers then push back
-//! on the client, which resumes as soon as replies drain.
+//! flight, or about [`OUT_BACKLOG`] bytes of replies queued for the client and expected
+//! for the requests in flight, the session simply stops reading; the kernel's socket
+//! buffers then push back on the client, which resumes as soon as replies drain. A
+//! client that never reads its replies thus costs a bounded amount of memory, and is
+//! not disconnected for it (only `session_send_timeout` drops it).
+//!
+//! Buffers start small and grow with the traffic; what a burst left behind (a large
+//! read buffer, a deep pipeline's queue) is given back on the next one-second tick.
 
 mod connection;
 mod dispatch;
@@ -36,12 +42,28 @@ use pending::Pending;
 
 /// Requests at least this large are forwarded by reference instead of copied.
 const BIG_REQUEST: usize = 16 << 10;
-/// Replies waiting to be written beyond which no more requests are read.
+/// Bytes of replies, queued for the client or expected for the requests in flight,
+/// beyond which no more requests are read or dispatched.
 const OUT_BACKLOG: usize = 4 << 20;
 /// First read buffer of a session.
 const MIN_RECV: usize = 4 << 10;
-/// An emptied read buffer larger than this is released.
+/// An emptied read buffer larger than this is released; one holding only a partial
+/// request is moved to a buffer of the request's size on the next tick.
 const IDLE_RECV_KEEP: usize = 32 << 10;
+/// The reply size assumed before a session has seen any (a short reply: `+OK`, a
+/// number), counted as one reply in the average.
+const FIRST_REPLY_SIZE: usize = 16;
+/// Requests a new session may have in flight before any is answered. Each answered
+/// request lets one more in (the window doubles per round trip, like TCP's slow start)
+/// up to `session_max_pipeline`. Until replies show their size, nothing says how much
+/// a burst of requests will bring back: 10,000 pipelined GETs of a 1 MB value would
+/// be 10 GB. This bounds that first burst to 64 replies; the average reply size
+/// bounds what follows.
+const FIRST_WINDOW: usize = 64;
+/// About how many recent replies the average reply size is taken over.
+const REPLY_WINDOW: usize = 4096;
+/// A reply buffer that grew beyond this (a burst) is not kept for reuse.
+const MAIL_KEEP: usize = 64 << 10;
 
 /// Serves one client until it quits, errs or the proxy shuts down.
 pub async fn serve<C: Conn>(conn: C, shared: Arc<Shared>) {
@@ -62,11 +84,25 @@ struct Session {
     /// fill the buffer, up to `session_recv_bufsize`, so idle clients cost little memory.
     recv_chunk: usize,
     recv_max: usize,
+    /// A large request was taken out of `rbuf` without copying: what is left of the
+    /// buffer may keep the whole allocation alive, whatever its `capacity()` says.
+    rbuf_shared: bool,
     out: OutQueue,
     pending: Pending,
     mail: Mail,
     stats: LocalStats,
     max_pipeline: usize,
+    /// Average size of this session's recent replies: how many bytes each request in
+    /// flight is expected to add to the client's backlog (see [`Self::has_room`]).
+    reply_size: usize,
+    /// Bytes and count of recent replies, the average's terms (halved now and then, so
+    /// that old replies weigh less and less).
+    reply_bytes: usize,
+    replies: usize,
+    /// Requests wait in `rbuf` for room in the pipeline (see [`Self::has_room`]).
+    held: bool,
+    /// How many requests may be in flight: from [`FIRST_WINDOW`] up to `max_pipeline`.
+    window: usize,
     db: usize,
     /// Speaks RESP3 (after `HELLO 3`): its requests go on RESP3 backend connections.
     resp3: bool,
@@ -114,11 +150,17 @@ impl Session {
             rbuf: BytesMut::new(),
             recv_chunk: MIN_RECV,
             recv_max: Config::clamp_buf(config.session_recv_bufsize),
+            rbuf_shared: false,
             out: OutQueue::default(),
             pending: Pending::default(),
             mail: Mail::default(),
             stats: LocalStats::default(),
             max_pipeline: config.session_max_pipeline.max(1) as usize,
+            reply_size: FIRST_REPLY_SIZE,
+            reply_bytes: FIRST_REPLY_SIZE,
+            replies: 1,
+            held: false,
+            window: FIRST_WINDOW.min(config.session_max_pipeline.max(1) as usize),
             db: 0,
             resp3: false,
             authorized: config.session_auth.is_empty(),
@@ -172,6 +214,11 @@ impl Session {
                     write_stalled = Some(Instant::now());
                 }
             }
+            if self.held && self.has_room() {
+                // Replies drained: requests already read can go on.
+                self.process_input();
+                continue;
+            }
             if (self.closing || eof) && self.pending.is_empty() && self.out.is_empty() && self.stalled.is_none() {
                 return;
             }
@@ -184,10 +231,7 @@ impl Session {
             // the replies already waiting for it.
             let can_read = !self.closing
                 && !eof
-                && ((!self.exclusive
-                    && self.stalled.is_none()
-                    && self.pending.len() < self.max_pipeline
-                    && self.out.len() < OUT_BACKLOG)
+                && ((!self.exclusive && self.stalled.is_none() && !self.held && self.has_room())
                     // While blocked, read on (into the buffer, up to its size) to see
                     // the client hang up, as Redis does for a blocked client.
                     || (self.blocked.is_some() && self.rbuf.len() < self.recv_max));
@@ -213,6 +257,9 @@ impl Session {
                         Ok(n) => {
                             if n >= self.recv_chunk / 2 {
                                 self.recv_chunk = (self.recv_chunk * 2).min(self.recv_max);
+                            } else if n < self.recv_chunk / 16 {
+                                // A trickle: do not keep making room for a burst.
+                                self.recv_chunk = (self.recv_chunk / 2).max(MIN_RECV);
                             }
                             self.last_request = Instant::now();
                             self.process_input();
@@ -251,6 +298,7 @@ impl Session {
                     let now = Instant::now();
                     timer.as_mut().reset(now + tick);
                     self.stats.flush(&self.shared.stats, now.into_std(), false);
+                    self.shrink_buffers();
                     if let Some(since) = write_stalled
                         && !send_timeout.is_zero()
                         && now - since >= send_timeout
@@ -288,9 +336,16 @@ impl Session {
     fn collect(&mut self) {
         self.inbox.take(&mut self.mail);
         let mut now = None;
-        let before = self.pending.len();
+        let (pending_before, out_before) = (self.pending.len(), self.out.len());
         if !self.mail.items.is_empty() {
-            let data = self.mail.data.split().freeze();
+            // Take the buffer whole when it grew large (a burst of replies), so that
+            // what is left of it does not keep the allocation alive.
+            let data = if self.mail.data.capacity() > MAIL_KEEP {
+                std::mem::take(&mut self.mail.data)
+            } else {
+                self.mail.data.split()
+            }
+            .freeze();
             let mut items = std::mem::take(&mut self.mail.items);
             for d in items.drain(..) {
                 if d.part == DISCARD_PART {
@@ -336,6 +391,17 @@ impl Session {
         }
         self.run_followups();
         self.drain_ready(&mut now);
+        let answered = pending_before.saturating_sub(self.pending.len());
+        if answered > 0 {
+            self.window = (self.window + answered).min(self.max_pipeline);
+            self.reply_bytes += self.out.len().saturating_sub(out_before);
+            self.replies += answered;
+            if self.replies >= REPLY_WINDOW {
+                self.reply_bytes /= 2;
+                self.replies /= 2;
+            }
+            self.reply_size = (self.reply_bytes / self.replies).max(1);
+        }
         if self.pending.is_empty() && (self.exclusive || self.stall_drain) {
             // Everything so far is answered: what waited for that can go on.
             self.exclusive = false;
@@ -344,9 +410,6 @@ impl Session {
             } else {
                 self.process_input();
             }
-        } else if before >= self.max_pipeline && self.pending.len() < self.max_pipeline {
-            // Backpressure released: requests already buffered can proceed.
-            self.process_input();
         }
     }
 
@@ -354,6 +417,31 @@ impl Session {
         if self.shared.slowlog.is_slow(elapsed) {
             self.shared.slowlog.push(&entry.summary, elapsed, &self.peer, self.name.as_ref());
         }
+    }
+
+    /// Whether another request may be dispatched: fewer in flight than the window
+    /// (`session_max_pipeline` once the session is past its first round trips, see
+    /// [`FIRST_WINDOW`]), and the replies queued for the client plus those the requests
+    /// in flight are expected to bring (at the session's recent average reply size)
+    /// under [`OUT_BACKLOG`]. Counting only requests would let a client that does not
+    /// read pile up `session_max_pipeline` large replies (10,000 GETs of a 1 KB value
+    /// buffered 10 MB); counting only what is queued would notice too late, once the
+    /// replies of everything in flight had arrived. With nothing in flight there is
+    /// always room, so a single request is never held back.
+    fn has_room(&self) -> bool {
+        let in_flight = self.pending.len();
+        in_flight < self.window && self.out.len() + in_flight * self.reply_size < OUT_BACKLOG
+    }
+
+    /// Gives back what a burst left behind, once a second: a large read buffer holding
+    /// only the start of a request (a slow client after a big request), and the queue
+    /// of a deep pipeline. Idle buffers then cost what an idle session needs.
+    fn shrink_buffers(&mut self) {
+        if self.rbuf.len() <= MIN_RECV && (self.rbuf_shared || self.rbuf.capacity() > IDLE_RECV_KEEP) {
+            self.rbuf = if self.rbuf.is_empty() { BytesMut::new() } else { BytesMut::from(&self.rbuf[..]) };
+            self.rbuf_shared = false;
+        }
+        self.pending.shrink();
     }
 
     /// Writes out every answered request at the front of the pipeline.
@@ -378,10 +466,16 @@ impl Session {
         // Requests are dispatched straight from the read buffer (taken out of `self`
         // for the round so they can be borrowed while the session is updated).
         let mut buf = std::mem::take(&mut self.rbuf);
-        while !self.closing && !self.exclusive && self.stalled.is_none() && self.pending.len() < self.max_pipeline {
+        self.held = false;
+        while !self.closing && !self.exclusive && self.stalled.is_none() {
+            if !self.has_room() {
+                self.held = !buf.is_empty();
+                break;
+            }
             match self.parser.next(&mut buf) {
                 Ok(Some(Parsed::Frame(frame))) if frame.len() >= BIG_REQUEST => {
                     let req = frame.split_from(&mut buf);
+                    self.rbuf_shared = true;
                     self.dispatch_request(req.as_ref(), now, &table);
                 }
                 Ok(Some(Parsed::Frame(frame))) => {
@@ -400,8 +494,9 @@ impl Session {
         }
         drop((round, table));
         self.rbuf = buf;
-        if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_RECV_KEEP {
+        if self.rbuf.is_empty() && (self.rbuf_shared || self.rbuf.capacity() > IDLE_RECV_KEEP) {
             self.rbuf = BytesMut::new();
+            self.rbuf_shared = false;
             self.recv_chunk = MIN_RECV;
         }
         self.flush_outbox();

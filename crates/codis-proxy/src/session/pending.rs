@@ -216,6 +216,11 @@ fn merge(kind: Merge, parts: &[&Bytes], positions: &[(u32, u32)]) -> Bytes {
     out.freeze()
 }
 
+/// Entries a session keeps room for; a deep pipeline (up to `session_max_pipeline`,
+/// 10,000 by default, some 64 bytes each) grows the queue, [`Pending::shrink`] gives the
+/// room back.
+const KEEP_ENTRIES: usize = 256;
+
 #[derive(Default)]
 pub(crate) struct Pending {
     /// Sequence number of `entries[0]`.
@@ -304,6 +309,13 @@ impl Pending {
         match &mut entry.state {
             State::Split(split) => split.set_migrating(part as usize, m),
             state => *state = State::Migrating(m),
+        }
+    }
+
+    /// Gives back the room a deep pipeline left, once it has drained.
+    pub fn shrink(&mut self) {
+        if self.entries.capacity() > KEEP_ENTRIES && self.entries.len() <= KEEP_ENTRIES / 2 {
+            self.entries.shrink_to(KEEP_ENTRIES);
         }
     }
 
