@@ -57,6 +57,9 @@ pub struct ReplyScanner {
     stack: Vec<Level>,
     max_bulk_len: usize,
     max_depth: usize,
+    /// The error reported, reported again on every later call: the scanner's position
+    /// may already be past the bad header, so scanning on would misread the stream.
+    failed: Option<ProtocolError>,
 }
 
 /// Nesting a server may legitimately send: a Lua script returning a self-referencing
@@ -80,17 +83,33 @@ enum Line {
 
 impl ReplyScanner {
     pub fn new(max_bulk_len: usize, max_depth: usize) -> Self {
-        Self { pos: 0, stack: Vec::new(), max_bulk_len, max_depth }
+        Self { pos: 0, stack: Vec::new(), max_bulk_len, max_depth, failed: None }
     }
 
     /// Returns the byte length of the complete reply at the start of `buf`, or `None`
     /// if more bytes are needed. `buf` must start at the same reply on every call until
-    /// one returns `Some` (the scanner remembers how far it got).
+    /// one returns `Some` (the scanner remembers how far it got). An error is terminal:
+    /// every later call reports it again.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.advance(buf);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
         loop {
             let Some(&t) = buf.get(self.pos) else {
                 return Ok(None);
             };
+            // A streamed string is made of `;` chunks only.
+            if t != b';' && matches!(self.stack.last(), Some(Level::StreamedString)) {
+                return Err(ProtocolError::InvalidReplyType(t));
+            }
             // Each arm either consumes one whole value (`value_done`), opens a level, or
             // closes a streamed level.
             let value_done = match t {
@@ -147,6 +166,9 @@ impl ReplyScanner {
                             let end = next + len as usize;
                             if end + 2 > buf.len() {
                                 return Ok(None);
+                            }
+                            if &buf[end..end + 2] != b"\r\n" {
+                                return Err(ProtocolError::ExpectedCrlf);
                             }
                             self.pos = end + 2;
                             false
@@ -307,7 +329,8 @@ impl ReplyView {
         if n < 0 {
             return None;
         }
-        let mut out = Vec::with_capacity(n as usize);
+        // The count is only trusted as far as the frame could hold it.
+        let mut out = Vec::with_capacity((n as usize).min(frame.len()));
         let mut scanner = ReplyScanner::default();
         for _ in 0..n {
             let len = scanner.scan(&frame[pos..]).ok()??;
@@ -404,6 +427,37 @@ mod tests {
         assert!(ReplyScanner::new(10, 512).scan(b"$11\r\n").is_err());
         let deep = "*1\r\n".repeat(10);
         assert_eq!(ReplyScanner::new(100, 5).scan(deep.as_bytes()), Err(ProtocolError::NestingTooDeep));
+    }
+
+    /// Found by the fuzz checks (seed `bad_array_len`): the scanner had moved past the
+    /// bad header when it reported the error, so a second call read on from there.
+    #[test]
+    fn errors_are_terminal() {
+        let mut s = ReplyScanner::default();
+        assert_eq!(s.scan(b"*-2\r\n+OK\r\n"), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(s.scan(b"*-2\r\n+OK\r\n"), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(s.scan(b"+OK\r\n"), Err(ProtocolError::InvalidMultibulkLength));
+    }
+
+    /// Found by the `resp_reply` fuzz target (seed `huge_array`): the element list was
+    /// allocated for the count in the header, so `*9223372036854775807` asked for
+    /// more memory than exists.
+    #[test]
+    fn array_elements_of_a_malformed_frame() {
+        assert_eq!(ReplyView::array_elements(b"*9223372036854775807\r\n:1\r\n"), None);
+        assert_eq!(ReplyView::array_elements(b"*3\r\n:1\r\n"), None);
+    }
+
+    /// Found reading the scanner while writing the fuzz checks: a streamed string's
+    /// chunks were not checked for their CRLF, and took values other than chunks.
+    #[test]
+    fn streamed_strings_are_checked() {
+        let mut s = ReplyScanner::default();
+        assert_eq!(s.scan(b"$?\r\n;4\r\nHellXX;0\r\n"), Err(ProtocolError::ExpectedCrlf));
+        let mut s = ReplyScanner::default();
+        assert_eq!(s.scan(b"$?\r\n+OK\r\n;0\r\n"), Err(ProtocolError::InvalidReplyType(b'+')));
+        let mut s = ReplyScanner::default();
+        assert_eq!(s.scan(b"$?\r\n;2\r\nab\r\n;0\r\n"), Ok(Some(16)));
     }
 
     #[test]

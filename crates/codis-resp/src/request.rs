@@ -239,6 +239,9 @@ pub enum Parsed {
 
 enum State {
     Idle,
+    /// A protocol error was reported: the stream cannot be resynchronised, so every
+    /// later call reports it again and consumes nothing.
+    Failed(ProtocolError),
     /// Inside a multibulk request: `remaining` arguments still to read, the next at `pos`.
     Multibulk {
         remaining: usize,
@@ -285,7 +288,22 @@ impl RequestParser {
     /// Finds the next complete request without copying it out of `buf`: multibulk
     /// requests stay in place (the caller advances `buf` past [`Frame::len`] when done),
     /// inline ones are consumed and returned re-encoded.
+    ///
+    /// An error is terminal: every later call reports it again. (Without that, the
+    /// bytes after a malformed header could be read as a request of their own, and
+    /// more input could turn an error into a request.)
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Parsed>, ProtocolError> {
+        if let State::Failed(e) = &self.state {
+            return Err(e.clone());
+        }
+        let result = self.advance(buf);
+        if let Err(e) = &result {
+            self.state = State::Failed(e.clone());
+        }
+        result
+    }
+
+    fn advance(&mut self, buf: &mut BytesMut) -> Result<Option<Parsed>, ProtocolError> {
         // Fast path: a short, complete, well-formed multibulk request parsed in one go.
         // Anything else (incomplete, malformed, many arguments) takes the resumable path.
         if matches!(self.state, State::Idle)
@@ -330,6 +348,7 @@ impl RequestParser {
                         }
                     }
                 }
+                State::Failed(e) => return Err(e.clone()),
                 State::Multibulk { remaining, pos, spans } => {
                     while *remaining > 0 {
                         let Some(&b) = buf.get(*pos) else {
@@ -399,7 +418,7 @@ impl RequestParser {
 #[inline]
 fn fast_frame(buf: &[u8], limits: &Limits) -> Option<Frame> {
     let (n, mut pos) = fast_uint(buf, 1)?;
-    if n == 0 || n > INLINE_SPANS {
+    if n == 0 || n > INLINE_SPANS || n > limits.max_array_len {
         return None;
     }
     let mut items = [Span::default(); INLINE_SPANS];
@@ -682,6 +701,39 @@ mod tests {
         }
         let mut buf = BytesMut::from(&big[..]);
         assert_eq!(p.parse(&mut buf).unwrap_err(), RequestTooBig(5000));
+    }
+
+    /// Found by the fuzz checks (seed `pipeline`, tiny limits): the fast path for
+    /// complete short requests did not apply `max_array_len`, so a request refused
+    /// while it trickled in was accepted when it arrived in one read.
+    #[test]
+    fn fast_path_applies_max_array_len() {
+        let limits = Limits { max_array_len: 3, ..Limits::default() };
+        let req = b"*4\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n";
+        let mut whole = BytesMut::from(&req[..]);
+        assert_eq!(RequestParser::new(limits).parse(&mut whole).unwrap_err(), ProtocolError::InvalidMultibulkLength);
+        let mut part = BytesMut::from(&req[..6]);
+        assert_eq!(RequestParser::new(limits).parse(&mut part).unwrap_err(), ProtocolError::InvalidMultibulkLength);
+    }
+
+    /// Found by the fuzz checks: after an error the parser started over, so more input
+    /// (or the same buffer) could yield requests from a stream already out of step.
+    #[test]
+    fn errors_are_terminal() {
+        let limits = Limits { max_array_len: 3, ..Limits::default() };
+        let mut p = RequestParser::new(limits);
+        let mut buf = BytesMut::from(&b"*4\r\n$4\r\nMG"[..]);
+        assert_eq!(p.parse(&mut buf).unwrap_err(), ProtocolError::InvalidMultibulkLength);
+        buf.extend_from_slice(b"ET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n*1\r\n$4\r\nPING\r\n");
+        let len = buf.len();
+        assert_eq!(p.parse(&mut buf).unwrap_err(), ProtocolError::InvalidMultibulkLength);
+        assert!(matches!(p.next(&mut buf), Err(ProtocolError::InvalidMultibulkLength)));
+        assert_eq!(buf.len(), len, "nothing consumed after an error");
+        // mid-request errors too
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n+k\r\n*1\r\n$4\r\nPING\r\n"[..]);
+        assert_eq!(p.parse(&mut buf).unwrap_err(), ProtocolError::ExpectedBulk(b'+'));
+        assert_eq!(p.parse(&mut buf).unwrap_err(), ProtocolError::ExpectedBulk(b'+'));
     }
 
     #[test]
