@@ -57,6 +57,14 @@ async fn blocking_commands_wait_on_their_own_connection() {
     assert!(e.starts_with("CROSSSLOT"), "{e}");
     let Value::Error(e) = waiter.cmd(&["BZMPOP", "0", "0", "z", "MIN"]).await.unwrap() else { panic!() };
     assert!(e.contains("numkeys"), "the server's own error: {e}");
+    // XREAD BLOCK without a stream key: the server's own error. (The proxy used to
+    // pass such a request between its forward and blocking paths until its stack
+    // overflowed and the process died.)
+    for bad in [&["XREAD", "BLOCK", "0", "x"][..], &["XREAD", "BLOCK", "0", "STREAMS"]] {
+        let Value::Error(e) = waiter.cmd(bad).await.unwrap() else { panic!("{bad:?}") };
+        assert!(e.starts_with("ERR"), "{bad:?}: {e}");
+    }
+    assert_eq!(waiter.cmd(&["PING"]).await.unwrap(), Value::Simple("PONG".into()));
     let Value::Error(e) = waiter.cmd(&["BLPOP", "q", "soon"]).await.unwrap() else { panic!() };
     assert!(e.contains("timeout is not a float"), "{e}");
 

@@ -109,9 +109,11 @@ impl Session {
     pub(super) fn blocking(&mut self, cmd: &'static Command, req: RequestRef<'_>, start: Instant, table: &RouteTable) {
         let slot = match self.key_target(cmd, &req, table) {
             Ok(Target::Slot(slot, Some(_))) => slot,
-            // No key found: the arguments are wrong (BZMPOP 0 0 ...), and any server
-            // answers with Redis's own error without blocking.
-            Ok(_) => return self.forward(cmd, req, start, table),
+            // No key found: the arguments are wrong (BZMPOP 0 0 ..., XREAD BLOCK 0 x),
+            // and any server answers with Redis's own error without blocking. Sent
+            // directly: `forward` would hand an XREAD ... BLOCK back here, and the two
+            // would call each other until the stack overflowed (found by a fuzz helper).
+            Ok(target) => return self.send_to(cmd, target, req, start, table),
             Err(e) => return self.fail(cmd, start, &e),
         };
         let deadline = match block_timeout(cmd, &req) {
